@@ -1,0 +1,385 @@
+"""A real Kubernetes control plane on loopback: etcd, kube-apiserver and kube-controller-manager.
+
+It is what the e2e tests, the demo and the benchmarks run against: RBAC on, Pod Security admission on,
+API Priority and Fairness on, an audit log of every request, and the controllers without which the
+cluster behaves unlike production (namespace deletion, garbage collection, quota, role aggregation,
+ServiceAccounts, root CA). There are no nodes, no scheduler and no CNI: pods are stored, never run.
+
+Every child process is started in its own session (so a Ctrl-C in the terminal reaches us, not them,
+and we stop them in order) and with PR_SET_PDEATHSIG, so that if whoever started them dies — a test run
+killed with SIGKILL, a crashed supervisor — the kernel kills them too: no orphaned etcd.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import http
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Self
+
+import yaml
+
+from localcluster import binaries
+from localcluster.pki import CertificateAuthority, CertificateFiles, write_service_account_keys
+
+if TYPE_CHECKING:
+    from pathlib import Path
+    from types import TracebackType
+
+ADMIN_USER = "baseline-admin"
+_PR_SET_PDEATHSIG = 1
+_CONTROLLERS = (
+    "garbage-collector-controller",
+    "namespace-controller",
+    "resourcequota-controller",
+    "clusterrole-aggregation-controller",
+    "serviceaccount-controller",
+    "root-ca-certificate-publisher-controller",
+)
+# Metadata for every request except the API server's own loopback traffic and the controller-manager's
+# reads, which would drown the log. Writes by anyone, and reads by clients such as the operator, stay.
+_AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "None", "users": ["system:apiserver"]},
+        {"level": "None", "users": ["system:kube-controller-manager"], "verbs": ["get", "list", "watch"]},
+        {"level": "Metadata"},
+    ],
+}
+
+
+class ClusterError(RuntimeError):
+    """The control plane could not be started, or stopped answering."""
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: ask the kernel for SIGKILL when the parent goes away.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class _Process:
+    name: str
+    args: list[str]
+    log: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.popen = subprocess.Popen(
+                self.args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no Python state touched
+            )
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.popen is None:
+            return
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self.popen = None
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+@dataclass
+class LocalCluster:
+    """One control plane whose state (certificates, etcd data, logs, kubeconfig) lives in `state_dir`."""
+
+    state_dir: Path
+    binaries: dict[str, Path] = field(default_factory=dict)
+    kubeconfig_path: Path | None = None
+    """Where the admin kubeconfig goes; `state_dir/kubeconfig` unless given."""
+    processes: dict[str, _Process] = field(default_factory=dict)
+    apiserver_port: int = 0
+    _ca: CertificateAuthority | None = field(default=None, init=False, repr=False)
+    _etcd_url: str = field(default="", init=False)
+
+    @property
+    def kubeconfig(self) -> Path:
+        """Admin kubeconfig (user `baseline-admin` in `system:masters`)."""
+        return self.kubeconfig_path or self.state_dir / "kubeconfig"
+
+    @property
+    def ca(self) -> CertificateAuthority:
+        if self._ca is None:
+            raise ClusterError("the cluster has not been started")
+        return self._ca
+
+    @property
+    def audit_log(self) -> Path:
+        return self.state_dir / "logs" / "audit.log"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.apiserver_port}"
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.state_dir / "pki"
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 180.0) -> None:
+        """Build or find the binaries, write certificates and start everything; return once usable."""
+        if not self.binaries:
+            self.binaries = binaries.ensure_control_plane()
+        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        ca = self._ca = CertificateAuthority(self.pki_dir)
+        serving = ca.issue(
+            "apiserver",
+            common_name="kube-apiserver",
+            server_hosts=(
+                "127.0.0.1",
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "10.0.0.1",
+            ),
+        )
+        sa_keys = write_service_account_keys(self.pki_dir)
+        self.apiserver_port = free_port()
+        self.write_kubeconfig(self.kubeconfig, user=ADMIN_USER, groups=("system:masters",))
+        self._define_processes(serving, sa_keys, ca.files)
+        deadline = time.monotonic() + timeout
+        try:
+            self.start_process("etcd")
+            self._wait(deadline, "etcd", self._etcd_healthy)
+            self.start_process("kube-apiserver")
+            self._wait(deadline, "kube-apiserver", self.apiserver_ready)
+            self.start_process("kube-controller-manager")
+            self._wait(deadline, "kube-controller-manager", self._controllers_working)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop everything, newest first, so that etcd outlives its clients."""
+        for process in reversed(list(self.processes.values())):
+            process.stop()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start_process(self, name: str) -> None:
+        """(Re)start one component; fault tests stop and start the API server or etcd on purpose."""
+        process = self.processes[name]
+        if not process.running():
+            process.start()
+
+    def stop_process(self, name: str) -> None:
+        self.processes[name].stop()
+
+    # -- configuration -----------------------------------------------------------------------------
+
+    def _define_processes(
+        self, serving: CertificateFiles, sa_keys: CertificateFiles, ca: CertificateFiles
+    ) -> None:
+        etcd_client, etcd_peer = free_port(), free_port()
+        self._etcd_url = f"http://127.0.0.1:{etcd_client}"
+        audit_policy = self.state_dir / "audit-policy.yaml"
+        audit_policy.write_text(yaml.safe_dump(_AUDIT_POLICY))
+        logs = self.state_dir / "logs"
+        self.processes = {
+            "etcd": _Process(
+                "etcd",
+                [
+                    str(self.binaries["etcd"]),
+                    "--name=default",
+                    f"--data-dir={self.state_dir / 'etcd'}",
+                    f"--listen-client-urls={self._etcd_url}",
+                    f"--advertise-client-urls={self._etcd_url}",
+                    f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
+                    f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
+                    f"--initial-cluster=default=http://127.0.0.1:{etcd_peer}",
+                    # Test data is thrown away with the cluster; fsync would only make every write slower.
+                    "--unsafe-no-fsync",
+                    "--log-level=warn",
+                ],
+                logs / "etcd.log",
+            ),
+            "kube-apiserver": _Process(
+                "kube-apiserver",
+                [
+                    str(self.binaries["kube-apiserver"]),
+                    f"--etcd-servers={self._etcd_url}",
+                    "--bind-address=127.0.0.1",
+                    # A machine with no default route has no address to pick; loopback endpoints are invalid
+                    # for the `kubernetes` Service, hence no endpoint reconciler.
+                    "--advertise-address=127.0.0.1",
+                    "--endpoint-reconciler-type=none",
+                    f"--secure-port={self.apiserver_port}",
+                    f"--cert-dir={self.pki_dir}",
+                    f"--tls-cert-file={serving.cert}",
+                    f"--tls-private-key-file={serving.key}",
+                    f"--client-ca-file={ca.cert}",
+                    "--service-account-issuer=https://kubernetes.default.svc",
+                    f"--service-account-key-file={sa_keys.cert}",
+                    f"--service-account-signing-key-file={sa_keys.key}",
+                    "--authorization-mode=RBAC",
+                    "--service-cluster-ip-range=10.0.0.0/24",
+                    "--allow-privileged=true",
+                    f"--audit-policy-file={audit_policy}",
+                    f"--audit-log-path={self.audit_log}",
+                    "--audit-log-format=json",
+                    "--audit-log-maxsize=200",
+                    "--audit-log-maxbackup=2",
+                    "--profiling=false",
+                ],
+                logs / "kube-apiserver.log",
+            ),
+            "kube-controller-manager": _Process(
+                "kube-controller-manager",
+                [
+                    str(self.binaries["kube-controller-manager"]),
+                    f"--kubeconfig={self.kubeconfig}",
+                    f"--controllers={','.join(_CONTROLLERS)}",
+                    "--leader-elect=false",
+                    "--secure-port=0",
+                    f"--root-ca-file={ca.cert}",
+                    f"--service-account-private-key-file={sa_keys.key}",
+                    # Quota usage and GC must react within a test's patience, not production's minutes.
+                    "--resource-quota-sync-period=10s",
+                    "--concurrent-namespace-syncs=5",
+                ],
+                logs / "kube-controller-manager.log",
+            ),
+        }
+
+    def write_kubeconfig(self, path: Path, *, user: str, groups: tuple[str, ...] = ()) -> Path:
+        """Write a kubeconfig for a client certificate with this user and groups (CN and O)."""
+        client = self.ca.issue(_file_stem(user), common_name=user, organizations=groups)
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "local",
+                    "cluster": {"server": self.server, "certificate-authority": str(self.ca.files.cert)},
+                }
+            ],
+            "users": [
+                {
+                    "name": user,
+                    "user": {"client-certificate": str(client.cert), "client-key": str(client.key)},
+                }
+            ],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
+            "current-context": "local",
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        path.chmod(0o600)
+        return path
+
+    # -- readiness ---------------------------------------------------------------------------------
+
+    def _wait(self, deadline: float, name: str, check: Any) -> None:
+        while time.monotonic() < deadline:
+            process = self.processes[name]
+            if not process.running():
+                raise ClusterError(f"{name} exited during start-up; its log ends with:\n{process.tail()}")
+            if check():
+                return
+            time.sleep(0.2)
+        raise ClusterError(f"{name} was not ready in time; its log ends with:\n{self.processes[name].tail()}")
+
+    def _etcd_healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self._etcd_url}/health", timeout=2) as response:  # noqa: S310
+                return bool(json.load(response).get("health") == "true")
+        except (OSError, ValueError):
+            return False
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca.files.cert))
+        admin = self.pki_dir / _file_stem(ADMIN_USER)
+        context.load_cert_chain(admin.with_suffix(".crt"), admin.with_suffix(".key"))
+        return context
+
+    def request(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+        """GET a path as admin; (status, body). Network errors raise OSError."""
+        request = urllib.request.Request(f"{self.server}{path}")  # noqa: S310 - our own https server
+        try:
+            with urllib.request.urlopen(request, timeout=timeout, context=self._ssl_context()) as response:  # noqa: S310
+                return int(response.status), bytes(response.read())
+        except urllib.error.HTTPError as error:
+            return int(error.code), bytes(error.read())
+
+    def apiserver_ready(self) -> bool:
+        """Whether `/readyz` answers ok (bootstrap RBAC roles and priority levels are in place then)."""
+        with contextlib.suppress(OSError):
+            status, body = self.request("/readyz", timeout=2)
+            return status == http.HTTPStatus.OK and body.strip() == b"ok"
+        return False
+
+    def _controllers_working(self) -> bool:
+        # The ServiceAccount controller creating `default/default` shows the controller-manager is live.
+        with contextlib.suppress(OSError):
+            status, _ = self.request("/api/v1/namespaces/default/serviceaccounts/default", timeout=2)
+            return status == http.HTTPStatus.OK
+        return False
+
+    def version(self) -> dict[str, Any]:
+        status, body = self.request("/version")
+        if status != http.HTTPStatus.OK:
+            raise ClusterError(f"/version answered {status}")
+        result: dict[str, Any] = json.loads(body)
+        return result
+
+
+def _file_stem(user: str) -> str:
+    return "user-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in user)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,12 @@
+// Package main is etcd's own server entry point, built from the official module at a pinned version.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() {
+	etcdmain.Main(os.Args)
+}

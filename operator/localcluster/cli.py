@@ -44,7 +44,7 @@ class _Layout:
             pid = int(self.pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        return pid if pid_alive(pid) else None
+        return pid if pid_alive(pid, command_contains="localcluster") else None
 
 
 def cmd_build(_: argparse.Namespace) -> int:

@@ -16,7 +16,6 @@ import contextlib
 import ctypes
 import http
 import json
-import os
 import signal
 import socket
 import ssl
@@ -25,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 import yaml
@@ -33,7 +33,6 @@ from localcluster import binaries
 from localcluster.pki import CertificateAuthority, CertificateFiles, write_service_account_keys
 
 if TYPE_CHECKING:
-    from pathlib import Path
     from types import TracebackType
 
 ADMIN_USER = "baseline-admin"
@@ -375,11 +374,13 @@ def _file_stem(user: str) -> str:
     return "user-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in user)
 
 
-def pid_alive(pid: int) -> bool:
+def pid_alive(pid: int, *, command_contains: str | None = None) -> bool:
+    """Whether `pid` runs (a zombie does not), and, if given, its command line contains the text."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    # The state letter follows the parenthesised command name, which may itself hold spaces.
+    state = stat.rsplit(")", 1)[1].split()[0]
+    return state != "Z" and (command_contains is None or command_contains in command)

@@ -6,7 +6,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEV := .dev
-export KUBECONFIG_DEV := $(CURDIR)/$(DEV)/kubeconfig
 
 .PHONY: help
 help: ## List the targets
@@ -36,10 +35,8 @@ cluster-down: ## Stop the local control plane and remove its state
 	@if [ -x $(BIN)/baseline-localcluster ]; then $(BIN)/baseline-localcluster --dev-dir $(DEV) down; fi
 
 .PHONY: demo
-demo: cluster-up ## Run the operator on the local control plane with a sample baseline
-	@echo "==> the local control plane is up; point kubectl at it with:"
-	@echo "      export KUBECONFIG=$(CURDIR)/$(DEV)/kubeconfig PATH=$(CURDIR)/$(DEV)/bin:\$$PATH"
-	@echo "    stop it with: make cluster-down"
+demo: cluster-up ## Run the operator on the local control plane with the sample baselines
+	@hack/demo.sh
 
 .PHONY: lint
 lint: setup ## ruff, mypy (strict) and import-linter

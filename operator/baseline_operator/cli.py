@@ -1,12 +1,26 @@
-"""The `baseline-operator` command line."""
+"""The `baseline-operator` command line: `run` the operator, `render` what a baseline would apply."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import sys
-from typing import NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import yaml
 
 from baseline_operator import __version__
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+_DEFAULT_ALLOWED_ROLES = "view,edit"
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"BASELINE_{name}", default)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,14 +30,154 @@ def build_parser() -> argparse.ArgumentParser:
         "block, LimitRange, ResourceQuota, least-privilege RBAC and Pod Security labels.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run the operator against the current cluster (in-cluster account, else $KUBECONFIG)",
+        description="Every option can also be set with the environment variable named in brackets.",
+    )
+    run.add_argument(
+        "--operator-namespace",
+        default=_env("OPERATOR_NAMESPACE", os.environ.get("POD_NAMESPACE", "")),
+        help="the operator's own namespace, never selected by any baseline [BASELINE_OPERATOR_NAMESPACE]",
+    )
+    run.add_argument(
+        "--allowed-cluster-roles",
+        default=_env("ALLOWED_CLUSTER_ROLES", _DEFAULT_ALLOWED_ROLES),
+        help="comma-separated ClusterRoles baselines may bind; must match the operator's `bind` "
+        "permission [BASELINE_ALLOWED_CLUSTER_ROLES] (default: %(default)s)",
+    )
+    run.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=int(_env("MAX_IN_FLIGHT", "16")),
+        help="API requests in flight at most [BASELINE_MAX_IN_FLIGHT] (default: %(default)s)",
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=int(_env("WORKERS", "32")),
+        help="namespaces reconciled concurrently [BASELINE_WORKERS] (default: %(default)s)",
+    )
+    run.add_argument(
+        "--backstop-interval",
+        type=float,
+        default=float(_env("BACKSTOP_INTERVAL", "600")),
+        help="seconds between full comparisons from the caches, a safety net for a missed watch event "
+        "[BASELINE_BACKSTOP_INTERVAL] (default: %(default)s)",
+    )
+    run.add_argument(
+        "--liveness",
+        default=_env("LIVENESS", "http://0.0.0.0:8081/healthz"),
+        help="liveness endpoint URL [BASELINE_LIVENESS] (default: %(default)s)",
+    )
+    run.add_argument("--verbose", action="store_true", help="debug logging")
+    run.set_defaults(func=cmd_run)
+
+    render = commands.add_parser(
+        "render",
+        help="print the objects a baseline would apply to a namespace (no cluster needed)",
+        description="Print, as YAML, exactly the objects the operator would apply for one baseline in one "
+        "namespace: for review in GitOps pull requests.",
+    )
+    render.add_argument("-f", "--file", type=Path, required=True, help="a SecurityBaseline YAML file")
+    render.add_argument("--namespace", required=True, help="the namespace to render for")
+    render.add_argument("--labels", default="", help="the namespace's labels, k=v,k2=v2")
+    render.set_defaults(func=cmd_render)
     return parser
 
 
-def main(argv: list[str] | None = None) -> NoReturn:
+def cmd_run(args: argparse.Namespace) -> int:
+    import kopf  # noqa: PLC0415 - imported here so that `render` and `--help` stay fast and cluster-free
+
+    from baseline_operator import kube  # noqa: PLC0415
+    from baseline_operator.engine import EngineSettings  # noqa: PLC0415
+    from baseline_operator.handlers import OperatorContext, build_registry  # noqa: PLC0415
+    from baseline_operator.planner import Policy  # noqa: PLC0415
+    from baseline_operator.selection import protected_namespaces  # noqa: PLC0415
+
+    kopf.configure(verbose=args.verbose, log_prefix=True)
+    policy = Policy(
+        protected_namespaces=protected_namespaces(args.operator_namespace or None),
+        allowed_cluster_roles=frozenset(
+            role.strip() for role in args.allowed_cluster_roles.split(",") if role.strip()
+        ),
+    )
+    context = OperatorContext(
+        api=kube.KubeApi.connect(max_in_flight=args.max_in_flight),
+        policy=policy,
+        engine_settings=EngineSettings(workers=args.workers),
+        backstop_interval=args.backstop_interval,
+    )
+    asyncio.run(
+        kopf.operator(
+            registry=build_registry(),
+            memo=context,
+            clusterwide=True,
+            # Peering is configured by the deployment (two replicas with distinct priorities); a plain
+            # `run` works alone.
+            standalone=True,
+            liveness_endpoint=args.liveness or None,
+        )
+    )
+    return 0
+
+
+def _parse_labels(text: str) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for pair in filter(None, (part.strip() for part in text.split(","))):
+        key, separator, value = pair.partition("=")
+        if not separator or not key:
+            raise ValueError(f"--labels: expected key=value, got {pair!r}")
+        labels[key] = value
+    return labels
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from baseline_operator.builders import BuildContext, BuildError, build_all  # noqa: PLC0415
+    from baseline_operator.selection import protected_namespaces, selects  # noqa: PLC0415
+    from baseline_operator.spec import BaselineRef, NamespaceInfo, Section, SpecError, parse_spec  # noqa: PLC0415
+
+    try:
+        document: Any = yaml.safe_load(args.file.read_text())
+        labels = _parse_labels(args.labels)
+    except (OSError, yaml.YAMLError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if not isinstance(document, dict) or document.get("kind") != "SecurityBaseline":
+        print(f"error: {args.file} is not a SecurityBaseline", file=sys.stderr)
+        return 1
+    try:
+        spec = parse_spec(document.get("spec") or {})
+    except SpecError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    name = str(document.get("metadata", {}).get("name", "baseline"))
+    namespace = NamespaceInfo(
+        name=args.namespace, labels={"kubernetes.io/metadata.name": args.namespace, **labels}
+    )
+    if not selects(spec, namespace.name, namespace.labels, protected_namespaces(None)):
+        print(
+            f"# baseline {name} does not select namespace {args.namespace}: nothing to apply", file=sys.stderr
+        )
+        return 0
+    context = BuildContext(
+        baseline=BaselineRef(name=name, uid="<uid of the SecurityBaseline>"), namespace=namespace
+    )
+    try:
+        objects = build_all(spec, context, [section for section in Section if spec.section(section)])
+    except BuildError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    sys.stdout.write(yaml.safe_dump_all(objects, sort_keys=False))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         sys.exit(2)
-    sys.exit(0)
+    sys.exit(args.func(args))

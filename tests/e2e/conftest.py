@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+import yaml
 from kubernetes import client, config
+from support import OPERATOR_USER, OperatorProcess, eventually, new_operator
 
 from localcluster import LocalCluster
 
@@ -62,3 +65,78 @@ def make_namespace(api: client.ApiClient) -> Iterator[Callable[..., str]]:
 @pytest.fixture
 def namespace(make_namespace: Callable[..., str]) -> str:
     return make_namespace()
+
+
+REPO = Path(__file__).resolve().parents[2]
+GROUP, VERSION, PLURAL = "baseline.dev", "v1alpha1", "securitybaselines"
+
+
+@pytest.fixture(scope="session")
+def crd(api: client.ApiClient) -> None:
+    """The SecurityBaseline CRD from crds/, installed and established."""
+    extensions = client.ApiextensionsV1Api(api)
+    body = yaml.safe_load((REPO / "crds" / "securitybaseline.yaml").read_text())
+    try:
+        extensions.create_custom_resource_definition(body)
+    except client.ApiException as error:
+        if error.status != 409:
+            raise
+    name = body["metadata"]["name"]
+
+    def established() -> bool:
+        conditions = extensions.read_custom_resource_definition(name).status.conditions or []
+        return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+    eventually(established, timeout=30, what="the CRD is established")
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(cluster: LocalCluster) -> Path:
+    """The operator's own identity, so that the audit log tells its requests apart from the tests'."""
+    return cluster.write_kubeconfig(
+        cluster.state_dir / "operator.kubeconfig", user=OPERATOR_USER, groups=("system:masters",)
+    )
+
+
+@pytest.fixture(scope="session")
+def operator(
+    crd: None, operator_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """The real operator process, started once for the session (tests that restart it use their own)."""
+    process = new_operator(tmp_path_factory.mktemp("operator"), operator_kubeconfig)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def custom(api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api)
+
+
+@pytest.fixture
+def make_baseline(custom: client.CustomObjectsApi, crd: None) -> Iterator[Callable[..., dict[str, Any]]]:
+    """Create SecurityBaselines (unique names); delete them after the test."""
+    created: list[str] = []
+
+    def make(spec: dict[str, Any], prefix: str = "sbl", name: str | None = None) -> dict[str, Any]:
+        name = name or f"{prefix}-{uuid.uuid4().hex[:8]}"
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "SecurityBaseline",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+        result: dict[str, Any] = custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, body)
+        created.append(name)
+        return result
+
+    yield make
+    for name in created:
+        try:
+            custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+        except client.ApiException as error:
+            if error.status != 404:
+                raise

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from kubernetes import client
+from support import eventually
 
 from localcluster.binaries import KUBERNETES
 
@@ -16,17 +16,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from localcluster import LocalCluster
-
-
-def eventually(check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(interval)
 
 
 def test_version_is_the_pinned_release(cluster: LocalCluster) -> None:
@@ -50,7 +39,7 @@ def test_namespace_deletion_completes(api: client.ApiClient) -> None:
             return error.status == 404
         return False
 
-    eventually(gone)
+    eventually(gone, timeout=60)
 
 
 def test_orphan_of_a_deleted_owner_is_garbage_collected(api: client.ApiClient, namespace: str) -> None:
@@ -72,7 +61,7 @@ def test_orphan_of_a_deleted_owner_is_garbage_collected(api: client.ApiClient, n
             item.metadata.name == "child" for item in core.list_namespaced_config_map(namespace).items
         )
 
-    eventually(child_gone)
+    eventually(child_gone, timeout=60)
 
 
 def test_resource_quota_is_enforced(api: client.ApiClient, namespace: str) -> None:

@@ -1,0 +1,341 @@
+"""The reconcile engine: a per-namespace work queue over the watch caches, and the status writer.
+
+Watch events only *enqueue* a namespace name (deduplicated, so a burst of events costs one pass).
+Workers then read that namespace's records from the caches, let the planner compute the plan, and
+execute its writes through `kube.KubeApi`. Per-baseline results are gathered and written to each
+SecurityBaseline's status, debounced, and only when they changed. A failed namespace is retried
+with exponential back-off; nothing is retried in a tight loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from baseline_operator import kube
+from baseline_operator.planner import (
+    BaselineOutcome,
+    Delete,
+    NamespaceView,
+    Policy,
+    Problem,
+    Reason,
+    plan_namespace,
+)
+from baseline_operator.selection import selects
+from baseline_operator.spec import Mode
+from baseline_operator.status import NamespaceResult, ProblemEntry, State, build_status, same_status
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Collection, Iterable, Mapping
+
+    from baseline_operator.observed import ObservedBaseline, ObservedNamespace, ObservedObject
+    from baseline_operator.planner import Action, Finding, NamespacePlan
+
+logger = logging.getLogger("baseline_operator.engine")
+
+
+class ClusterView(Protocol):
+    """Read access to the watch caches (kopf's indexes, or a plain dict in tests)."""
+
+    def namespace(self, name: str) -> ObservedNamespace | None: ...
+    def namespace_names(self) -> Collection[str]: ...
+    def baselines(self) -> list[ObservedBaseline]: ...
+    def objects(self, namespace: str) -> list[ObservedObject]: ...
+    def default_service_account(self, namespace: str) -> ObservedObject | None: ...
+    def cluster_roles(self) -> frozenset[str]: ...
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How hard the engine works: concurrency, status debounce and retry back-off."""
+
+    workers: int = 32
+    status_interval: float = 0.5
+    retry_initial: float = 0.5
+    retry_max: float = 60.0
+
+
+@dataclass
+class _Retry:
+    delay: float
+    handle: asyncio.TimerHandle | None = None
+
+
+@dataclass
+class Engine:
+    """The queue, the workers and the status writer; fed by the kopf event handlers."""
+
+    api: kube.KubeApi
+    policy: Policy
+    settings: EngineSettings = field(default_factory=EngineSettings)
+    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+
+    def __post_init__(self) -> None:
+        self.view: ClusterView | None = None
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queued: set[str] = set()
+        self._active: set[str] = set()
+        self._again: set[str] = set()
+        self._retries: dict[str, _Retry] = {}
+        self._results: dict[str, dict[str, NamespaceResult]] = {}
+        self._dirty_baselines: set[str] = set()
+        self.synced = asyncio.Event()
+
+    # -- input: events ---------------------------------------------------------------------------
+
+    def attach(self, view: ClusterView) -> None:
+        self.view = view
+
+    def enqueue(self, namespace: str) -> None:
+        """Reconcile this namespace soon (once, however many events arrive meanwhile)."""
+        if namespace in self._active:
+            self._again.add(namespace)
+        elif namespace not in self._queued:
+            self._queued.add(namespace)
+            self._queue.put_nowait(namespace)
+
+    def enqueue_all(self) -> None:
+        if self.view is not None:
+            for name in self.view.namespace_names():
+                self.enqueue(name)
+
+    def baseline_changed(self, name: str) -> None:
+        """A baseline was added, changed or deleted: every namespace may be affected."""
+        self._dirty_baselines.add(name)
+        self.enqueue_all()
+
+    def baseline_deleted(self, name: str) -> None:
+        self._results.pop(name, None)
+        self._dirty_baselines.discard(name)
+        self.enqueue_all()
+
+    # -- the loops ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run workers and the status writer until cancelled."""
+        tasks = [
+            asyncio.create_task(self._work(), name=f"reconcile-{index}")
+            for index in range(self.settings.workers)
+        ]
+        tasks.append(asyncio.create_task(self._write_statuses(), name="status-writer"))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for retry in self._retries.values():
+                if retry.handle is not None:
+                    retry.handle.cancel()
+
+    async def _work(self) -> None:
+        while True:
+            name = await self._queue.get()
+            self._queued.discard(name)
+            self._active.add(name)
+            try:
+                await self.reconcile(name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("reconciling namespace %s failed; retrying", name)
+                self._retry_later(name)
+            finally:
+                self._active.discard(name)
+            if name in self._again:
+                self._again.discard(name)
+                self.enqueue(name)
+
+    def _retry_later(self, name: str) -> None:
+        retry = self._retries.setdefault(name, _Retry(self.settings.retry_initial))
+        if retry.handle is not None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            retry.handle = None
+            self.enqueue(name)
+
+        retry.handle = loop.call_later(retry.delay, fire)
+        retry.delay = min(retry.delay * 2, self.settings.retry_max)
+
+    # -- one namespace -----------------------------------------------------------------------------
+
+    def _view_of(self, name: str) -> NamespaceView:
+        assert self.view is not None  # noqa: S101 - handlers attach the caches before any event
+        return NamespaceView(
+            name=name,
+            namespace=self.view.namespace(name),
+            baselines=self.view.baselines(),
+            objects=self.view.objects(name),
+            default_service_account=self.view.default_service_account(name),
+            cluster_roles=self.view.cluster_roles(),
+        )
+
+    async def reconcile(self, name: str) -> None:
+        plan = plan_namespace(self._view_of(name), self.policy)
+        failures = await self._execute(plan)
+        retry = any(
+            problem.reason == Reason.API_ERROR for problems in failures.values() for problem in problems
+        )
+        self._record(plan, failures)
+        if retry:
+            self._retry_later(name)
+        else:
+            self._retries.pop(name, None)
+
+    async def _execute(self, plan: NamespacePlan) -> dict[str, list[Problem]]:
+        """Run the plan's writes concurrently; failures per baseline (other writes go on)."""
+        failures: dict[str, list[Problem]] = {}
+        results = await asyncio.gather(
+            *(self._run(action) for action in plan.actions), return_exceptions=True
+        )
+        for action, result in zip(plan.actions, results, strict=True):
+            if isinstance(result, BaseException):
+                if isinstance(result, asyncio.CancelledError):
+                    raise result
+                failures.setdefault(action.baseline, []).append(_problem_for(action, result))
+            elif result is not None:
+                failures.setdefault(action.baseline, []).append(result)
+        return failures
+
+    async def _run(self, action: Action) -> Problem | None:
+        if isinstance(action, Delete):
+            await self.api.delete(kube.KINDS[action.kind], action.namespace, action.name, uid=action.uid)
+            return None
+        if action.recreate and action.live_uid is not None:
+            await self.api.delete(
+                kube.KINDS[action.body["kind"]],
+                action.body["metadata"]["namespace"],
+                action.body["metadata"]["name"],
+                uid=action.live_uid,
+            )
+        # A create must not take over an object of someone else's that appeared meanwhile: without
+        # force, a conflicting field makes the apply fail instead.
+        await self.api.apply(action.body, force=not action.create_only_if_absent)
+        return None
+
+    def _record(self, plan: NamespacePlan, failures: Mapping[str, list[Problem]]) -> None:
+        for baseline, results in self._results.items():
+            if baseline not in plan.outcomes and results.pop(plan.namespace, None) is not None:
+                self._dirty_baselines.add(baseline)
+        for baseline, outcome in plan.outcomes.items():
+            result = _result(outcome, failures.get(baseline, []))
+            per_namespace = self._results.setdefault(baseline, {})
+            if per_namespace.get(plan.namespace) != result:
+                per_namespace[plan.namespace] = result
+                self._dirty_baselines.add(baseline)
+
+    # -- status ------------------------------------------------------------------------------------
+
+    async def _write_statuses(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.status_interval)
+            if self.view is None or not self._dirty_baselines:
+                continue
+            dirty, self._dirty_baselines = self._dirty_baselines, set()
+            baselines = {baseline.name: baseline for baseline in self.view.baselines()}
+            for name in sorted(dirty):
+                baseline = baselines.get(name)
+                if baseline is None:
+                    continue
+                try:
+                    await self._write_status(baseline)
+                except kube.ApiError as error:
+                    logger.warning("status of %s not written (%s); retrying", name, error)
+                    self._dirty_baselines.add(name)
+
+    def status_of(self, baseline: ObservedBaseline) -> dict[str, Any]:
+        assert self.view is not None  # noqa: S101
+        matched: list[str] = []
+        if baseline.spec is not None:
+            for name in self.view.namespace_names():
+                namespace = self.view.namespace(name)
+                if (
+                    namespace is not None
+                    and not namespace.terminating
+                    and selects(baseline.spec, name, namespace.labels, self.policy.protected_namespaces)
+                ):
+                    matched.append(name)
+        return build_status(
+            generation=baseline.generation,
+            spec_error=str(baseline.error) if baseline.error is not None else None,
+            matched=matched,
+            results=self._results.get(baseline.name, {}),
+            previous=baseline.status,
+            now=self.now(),
+        )
+
+    async def _write_status(self, baseline: ObservedBaseline) -> None:
+        status = self.status_of(baseline)
+        if same_status(status, baseline.status):
+            return
+        await self.api.patch_status(kube.SECURITY_BASELINE, baseline.name, status)
+
+    def mark_status_dirty(self, name: str) -> None:
+        self._dirty_baselines.add(name)
+
+    def namespace_results(self, baseline: str) -> Mapping[str, NamespaceResult]:
+        return self._results.get(baseline, {})
+
+
+def _problem_for(action: Action, error: BaseException) -> Problem:
+    finding = action.finding
+    reason = Reason.API_ERROR
+    if isinstance(error, kube.ForbiddenError):
+        reason = Reason.FORBIDDEN
+    elif isinstance(error, kube.InvalidError):
+        reason = Reason.INVALID
+    elif not isinstance(error, kube.ApiError):
+        logger.error(
+            "unexpected error on %s %s/%s", finding.kind, finding.namespace, finding.name, exc_info=error
+        )
+    verb = "delete" if isinstance(action, Delete) else "apply"
+    return Problem(
+        finding.namespace,
+        finding.section,
+        reason,
+        f"could not {verb} {finding.kind} {finding.name}: {error}",
+        finding.kind,
+        finding.name,
+    )
+
+
+def _result(outcome: BaselineOutcome, failures: Iterable[Problem]) -> NamespaceResult:
+    problems = [*outcome.problems, *failures]
+    entries = [
+        ProblemEntry(p.namespace, p.kind, p.name, p.section, p.reason.value, p.message) for p in problems
+    ]
+    if outcome.mode is Mode.AUDIT:
+        entries += [_finding_entry(finding) for finding in outcome.findings]
+    if any(problem.reason is not Reason.CONFLICT for problem in problems):
+        state = State.ERROR
+    elif outcome.mode is Mode.AUDIT and outcome.findings:
+        state = State.DRIFTED
+    elif outcome.lost_sections:
+        state = State.CONFLICT
+    else:
+        state = State.COMPLIANT
+    return NamespaceResult(outcome.generation, state, tuple(entries))
+
+
+def _finding_entry(finding: Finding) -> ProblemEntry:
+    message = {
+        Reason.MISSING: f"{finding.kind} {finding.name} is missing",
+        Reason.MODIFIED: f"{finding.kind} {finding.name} differs from the baseline",
+        Reason.UNEXPECTED: f"{finding.kind} {finding.name} is not wanted by any baseline",
+    }.get(finding.reason, f"{finding.kind} {finding.name}: {finding.reason.value}")
+    return ProblemEntry(
+        finding.namespace,
+        finding.kind,
+        finding.name,
+        finding.section,
+        finding.reason.value,
+        message,
+        finding.fields(),
+        finding.changed_by,
+        finding.since,
+    )

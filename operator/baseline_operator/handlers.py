@@ -1,0 +1,231 @@
+"""kopf wiring: index handlers fill the caches, event handlers enqueue work. Nothing else.
+
+Only `@kopf.index` and `@kopf.on.event` handlers are used, because they write nothing to the objects
+they watch: no `last-handled-configuration` annotation, no progress annotations and no finalizers on
+users' Namespaces or on SecurityBaselines that live in Git. kopf also waits until every index holds
+its initial listing before calling any event handler, so the first reconcile sees the whole cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import kopf
+
+from baseline_operator import kube
+from baseline_operator.builders.common import MANAGED_BY_LABEL, MANAGED_BY_VALUE, NAME_PREFIX
+from baseline_operator.engine import Engine, EngineSettings
+from baseline_operator.observed import (
+    ObservedBaseline,
+    ObservedNamespace,
+    ObservedObject,
+    observe_baseline,
+    observe_namespace,
+    observe_object,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Mapping
+
+    from baseline_operator.planner import Policy
+
+MANAGED_KINDS = (kube.NETWORK_POLICY, kube.LIMIT_RANGE, kube.RESOURCE_QUOTA, kube.ROLE_BINDING)
+
+
+@dataclass
+class OperatorContext:
+    """What the handlers share, built once at start-up (kopf hands it to every handler as `memo`)."""
+
+    api: kube.KubeApi
+    policy: Policy
+    engine_settings: EngineSettings
+    backstop_interval: float
+    engine: Engine | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    generations: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+
+class KopfView:
+    """The engine's read access to kopf's indexes."""
+
+    def __init__(self, indices: Mapping[str, Any]) -> None:
+        self._namespaces = indices["namespace_index"]
+        self._baselines = indices["baseline_index"]
+        self._objects = [indices[_managed_index_id(kind)] for kind in MANAGED_KINDS]
+        self._accounts = indices["service_account_index"]
+        self._roles = indices["cluster_role_index"]
+
+    @staticmethod
+    def _one(index: Mapping[str, Any], key: str) -> Any:
+        store = index.get(key)
+        return next(iter(store), None) if store else None
+
+    def namespace(self, name: str) -> ObservedNamespace | None:
+        found: ObservedNamespace | None = self._one(self._namespaces, name)
+        return found
+
+    def namespace_names(self) -> Collection[str]:
+        return list(self._namespaces.keys())
+
+    def baselines(self) -> list[ObservedBaseline]:
+        return [baseline for store in self._baselines.values() for baseline in store]
+
+    def objects(self, namespace: str) -> list[ObservedObject]:
+        return [found for index in self._objects for found in index.get(namespace) or ()]
+
+    def default_service_account(self, namespace: str) -> ObservedObject | None:
+        found: ObservedObject | None = self._one(self._accounts, namespace)
+        return found
+
+    def cluster_roles(self) -> frozenset[str]:
+        return frozenset(self._roles.keys())
+
+
+def _is_candidate(name: str, labels: Mapping[str, str], **_: Any) -> bool:
+    # Ours by label, or any object holding one of our names: the planner must see those too, so that
+    # it reports a name taken by someone else instead of applying over their object.
+    return labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE or name.startswith(NAME_PREFIX)
+
+
+def build_registry() -> kopf.OperatorRegistry:
+    """Register every handler on a fresh registry (no import-time global registration)."""
+    registry = kopf.OperatorRegistry()
+    _register_lifecycle(registry)
+    _register_caches(registry)
+    _register_events(registry)
+    return registry
+
+
+def _register_lifecycle(registry: kopf.OperatorRegistry) -> None:
+    @kopf.on.login(registry=registry, id="login")
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # The same credentials as our own API layer: in-cluster ServiceAccount, else the kubeconfig.
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.on.startup(registry=registry, id="start")
+    async def start(settings: kopf.OperatorSettings, memo: OperatorContext, **kwargs: Any) -> None:
+        settings.posting.enabled = False  # our own Events, rate-limited, say what happened
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        engine = Engine(memo.api, memo.policy, memo.engine_settings)
+        engine.attach(KopfView(kwargs))
+        memo.engine = engine
+        memo.tasks.append(asyncio.create_task(engine.run(), name="engine"))
+        memo.tasks.append(asyncio.create_task(_backstop(engine, memo.backstop_interval), name="backstop"))
+
+    @kopf.on.cleanup(registry=registry, id="stop")
+    async def stop(memo: OperatorContext, **_: Any) -> None:
+        for task in memo.tasks:
+            task.cancel()
+        for task in memo.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        memo.api.close()
+
+
+def _register_caches(registry: kopf.OperatorRegistry) -> None:
+    @kopf.index("namespaces", registry=registry, id="namespace_index")
+    def namespace_index(body: kopf.Body, name: str, **_: Any) -> dict[str, ObservedNamespace]:
+        return {name: observe_namespace(body)}
+
+    @kopf.index("baseline.dev", "v1alpha1", "securitybaselines", registry=registry, id="baseline_index")
+    def baseline_index(body: kopf.Body, name: str, **_: Any) -> dict[str, ObservedBaseline]:
+        return {name: observe_baseline(body)}
+
+    @kopf.index(
+        "serviceaccounts",
+        field="metadata.name",
+        value="default",
+        registry=registry,
+        id="service_account_index",
+    )
+    def service_account_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, ObservedObject]:
+        return {namespace or "": observe_object(body)}
+
+    @kopf.index("rbac.authorization.k8s.io", "v1", "clusterroles", registry=registry, id="cluster_role_index")
+    def cluster_role_index(name: str, **_: Any) -> dict[str, bool]:
+        return {name: True}
+
+    for kind in MANAGED_KINDS:
+        kopf.index(*_resource(kind), when=_is_candidate, registry=registry, id=_managed_index_id(kind))(
+            _index_managed
+        )
+
+
+def _register_events(registry: kopf.OperatorRegistry) -> None:
+    kopf.on.event("namespaces", registry=registry, id="namespace_event")(_namespace_event)
+    kopf.on.event("baseline.dev", "v1alpha1", "securitybaselines", registry=registry, id="baseline_event")(
+        _baseline_event
+    )
+    kopf.on.event(
+        "serviceaccounts",
+        field="metadata.name",
+        value="default",
+        registry=registry,
+        id="service_account_event",
+    )(_managed_event)
+    kopf.on.event(
+        "rbac.authorization.k8s.io", "v1", "clusterroles", registry=registry, id="cluster_role_event"
+    )(_cluster_role_event)
+    for kind in MANAGED_KINDS:
+        kopf.on.event(*_resource(kind), when=_is_candidate, registry=registry, id=f"{kind.plural}_event")(
+            _managed_event
+        )
+
+
+def _namespace_event(name: str, memo: OperatorContext, **_: Any) -> None:
+    if memo.engine is not None:
+        memo.engine.enqueue(name)
+
+
+def _baseline_event(
+    event: kopf.RawEvent, name: str, uid: str, meta: kopf.Meta, memo: OperatorContext, **_: Any
+) -> None:
+    engine = memo.engine
+    if engine is None:
+        return
+    if event.get("type") == "DELETED":
+        memo.generations.pop(name, None)
+        engine.baseline_deleted(name)
+        return
+    # Our own status writes come back as events too; only a new object or a new spec (generation)
+    # changes what namespaces should hold.
+    seen = (uid, int(meta.get("generation") or 0))
+    if memo.generations.get(name) != seen:
+        memo.generations[name] = seen
+        engine.baseline_changed(name)
+
+
+def _cluster_role_event(event: kopf.RawEvent, name: str, memo: OperatorContext, **_: Any) -> None:
+    # Only a role's existence matters, and only for roles baselines may bind.
+    appeared_or_went = event.get("type") in {"ADDED", "DELETED"}
+    if memo.engine is not None and appeared_or_went and name in memo.policy.allowed_cluster_roles:
+        memo.engine.enqueue_all()
+
+
+def _resource(kind: kube.Kind) -> tuple[str, ...]:
+    group, _, version = kind.api_version.rpartition("/")
+    return (group, version, kind.plural) if group else (version, kind.plural)
+
+
+def _managed_index_id(kind: kube.Kind) -> str:
+    return f"{kind.plural}_index"
+
+
+def _index_managed(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, ObservedObject]:
+    return {namespace or "": observe_object(body)}
+
+
+def _managed_event(namespace: str | None, memo: OperatorContext, **_: Any) -> None:
+    if memo.engine is not None and namespace:
+        memo.engine.enqueue(namespace)
+
+
+async def _backstop(engine: Engine, interval: float) -> None:
+    """Every `interval`, compare every namespace again (from the caches): catches a missed event."""
+    while True:
+        await asyncio.sleep(interval)
+        engine.enqueue_all()

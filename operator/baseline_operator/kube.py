@@ -1,0 +1,358 @@
+"""The only module that talks to the Kubernetes API (kopf's own watches aside).
+
+It owns server-side apply with the one field manager, deletion with preconditions, status patches and
+Events; it maps HTTP errors to the project's exceptions (a 404 on delete is an answer, "already gone",
+not an error); it bounds the requests in flight and honours `Retry-After` on 429, so that the operator
+stays polite when API Priority and Fairness pushes back.
+
+The official client is synchronous; calls run on a thread pool whose size is the in-flight limit.
+Bodies are sent and received as plain JSON dicts, never as generated model classes, which are slow to
+build and heavy in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import http
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+from baseline_operator.builders.common import FIELD_MANAGER
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+_MAX_RETRY_AFTER_SECONDS = 30.0
+_MAX_THROTTLED_RETRIES = 8
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Where a kind lives in the API."""
+
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool
+
+    def path(
+        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+    ) -> str:
+        prefix = "/api/" if "/" not in self.api_version else "/apis/"
+        path = prefix + self.api_version
+        if self.namespaced and namespace is not None:
+            path += f"/namespaces/{namespace}"
+        path += f"/{self.plural}"
+        if name is not None:
+            path += f"/{name}"
+        if subresource is not None:
+            path += f"/{subresource}"
+        return path
+
+
+NAMESPACE = Kind("v1", "Namespace", "namespaces", namespaced=False)
+SERVICE_ACCOUNT = Kind("v1", "ServiceAccount", "serviceaccounts", namespaced=True)
+NETWORK_POLICY = Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", namespaced=True)
+LIMIT_RANGE = Kind("v1", "LimitRange", "limitranges", namespaced=True)
+RESOURCE_QUOTA = Kind("v1", "ResourceQuota", "resourcequotas", namespaced=True)
+ROLE_BINDING = Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", namespaced=True)
+CLUSTER_ROLE = Kind("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", namespaced=False)
+EVENT = Kind("v1", "Event", "events", namespaced=True)
+SECURITY_BASELINE = Kind("baseline.dev/v1alpha1", "SecurityBaseline", "securitybaselines", namespaced=False)
+
+KINDS = {
+    kind.kind: kind
+    for kind in (
+        NAMESPACE,
+        SERVICE_ACCOUNT,
+        NETWORK_POLICY,
+        LIMIT_RANGE,
+        RESOURCE_QUOTA,
+        ROLE_BINDING,
+        CLUSTER_ROLE,
+        EVENT,
+        SECURITY_BASELINE,
+    )
+}
+
+
+def kind_of(body: Mapping[str, Any]) -> Kind:
+    kind = KINDS.get(body.get("kind", ""))
+    if kind is None or kind.api_version != body.get("apiVersion"):
+        raise ValueError(f"the operator does not manage {body.get('apiVersion')}/{body.get('kind')}")
+    return kind
+
+
+class ApiError(Exception):
+    """The API server refused a request; `status` is the HTTP code and `reason` its Status reason."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class ForbiddenError(ApiError):
+    """RBAC (or admission) said no; retrying will not help until someone changes the cluster."""
+
+
+class ConflictError(ApiError):
+    """A precondition (uid, resourceVersion) did not hold: the object changed under us."""
+
+
+class InvalidError(ApiError):
+    """The body was refused by validation."""
+
+
+class UnavailableError(ApiError):
+    """The API server could not be reached or answered 5xx / kept throttling; try again later."""
+
+
+_ERRORS_BY_STATUS: dict[int, type[ApiError]] = {
+    http.HTTPStatus.FORBIDDEN: ForbiddenError,
+    http.HTTPStatus.CONFLICT: ConflictError,
+    http.HTTPStatus.UNPROCESSABLE_ENTITY: InvalidError,
+}
+
+
+class RequestObserver(Protocol):
+    """Told about every request: what the metrics recorder counts."""
+
+    def __call__(self, verb: str, status: int, seconds: float) -> None: ...
+
+
+def _ignore(verb: str, status: int, seconds: float) -> None:
+    del verb, status, seconds
+
+
+@dataclass(frozen=True)
+class _Response:
+    status: int
+    body: bytes
+    retry_after: float | None
+
+
+class KubeApi:
+    """Async facade over the official client for the few calls the operator makes."""
+
+    def __init__(
+        self,
+        api_client: k8s_client.ApiClient,
+        *,
+        max_in_flight: int = 16,
+        observe: RequestObserver = _ignore,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
+        self._api = api_client
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max_in_flight, thread_name_prefix="kube-api"
+        )
+        self._observe = observe
+        self._sleep = sleep
+        self.max_in_flight = max_in_flight
+
+    @classmethod
+    def connect(
+        cls, *, kubeconfig: str | None = None, max_in_flight: int = 16, observe: RequestObserver = _ignore
+    ) -> KubeApi:
+        """Log in the way kopf does: in-cluster ServiceAccount when present, else the kubeconfig."""
+        configuration = k8s_client.Configuration()
+        if kubeconfig is None:
+            try:
+                k8s_config.load_incluster_config(client_configuration=configuration)
+            except k8s_config.ConfigException:
+                k8s_config.load_kube_config(client_configuration=configuration)
+        else:
+            k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        # One connection per request in flight; the default pool (cores x 5) would queue silently.
+        configuration.connection_pool_maxsize = max_in_flight
+        return cls(k8s_client.ApiClient(configuration), max_in_flight=max_in_flight, observe=observe)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with contextlib.suppress(Exception):
+            self._api.close()
+
+    # -- the calls ---------------------------------------------------------------------------------
+
+    async def apply(
+        self, body: Mapping[str, Any], *, force: bool = True, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Server-side apply `body` as our field manager; return the object as stored.
+
+        `force` takes over fields another manager set: that is what repairing drift means.
+        """
+        kind = kind_of(body)
+        metadata = body["metadata"]
+        query: list[tuple[str, str]] = [
+            ("fieldManager", FIELD_MANAGER),
+            ("force", "true" if force else "false"),
+        ]
+        if dry_run:
+            query.append(("dryRun", "All"))
+        return await self._json(
+            "PATCH",
+            kind.path(metadata.get("namespace"), metadata["name"]),
+            query=query,
+            body=dict(body),
+            content_type="application/apply-patch+yaml",
+        )
+
+    async def delete(self, kind: Kind, namespace: str | None, name: str, *, uid: str | None = None) -> bool:
+        """Delete one object, only if it still has `uid`; False when it was already gone."""
+        options: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "propagationPolicy": "Background",
+        }
+        if uid is not None:
+            options["preconditions"] = {"uid": uid}
+        response = await self._request("DELETE", kind.path(namespace, name), body=options)
+        if response.status == http.HTTPStatus.NOT_FOUND:
+            return False
+        _raise_for(response)
+        return True
+
+    async def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
+        response = await self._request("GET", kind.path(namespace, name))
+        if response.status == http.HTTPStatus.NOT_FOUND:
+            return None
+        _raise_for(response)
+        return _decode(response)
+
+    async def list_objects(self, kind: Kind, *, label_selector: str | None = None) -> list[dict[str, Any]]:
+        query = [("labelSelector", label_selector)] if label_selector else []
+        items: list[dict[str, Any]] = (await self._json("GET", kind.path(), query=query)).get("items", [])
+        return items
+
+    async def patch_status(self, kind: Kind, name: str, status: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch the status subresource; None when the object is gone."""
+        response = await self._request(
+            "PATCH",
+            kind.path(None, name, "status"),
+            query=[("fieldManager", FIELD_MANAGER)],
+            body={"status": dict(status)},
+            content_type="application/merge-patch+json",
+        )
+        if response.status == http.HTTPStatus.NOT_FOUND:
+            return None
+        _raise_for(response)
+        return _decode(response)
+
+    async def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        kind = kind_of(body)
+        return await self._json(
+            "POST",
+            kind.path(body["metadata"].get("namespace")),
+            query=[("fieldManager", FIELD_MANAGER)],
+            body=dict(body),
+        )
+
+    # -- plumbing ----------------------------------------------------------------------------------
+
+    async def _json(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        response = await self._request(method, path, query=query, body=body, content_type=content_type)
+        _raise_for(response)
+        return _decode(response)
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> _Response:
+        loop = asyncio.get_running_loop()
+        for _attempt in range(_MAX_THROTTLED_RETRIES):
+            started = time.monotonic()
+            response = await loop.run_in_executor(
+                self._pool, self._send, method, path, query or [], body, content_type
+            )
+            self._observe(method, response.status, time.monotonic() - started)
+            if response.status != http.HTTPStatus.TOO_MANY_REQUESTS:
+                return response
+            # API Priority and Fairness rejected us: wait as long as it asks, never spin.
+            await self._sleep(min(response.retry_after or 1.0, _MAX_RETRY_AFTER_SECONDS))
+        return response
+
+    def _send(
+        self, method: str, path: str, query: list[tuple[str, str]], body: Any, content_type: str
+    ) -> _Response:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        try:
+            _, url, headers, body, _ = self._api.param_serialize(
+                method,
+                path,
+                query_params=query,
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            response = self._api.call_api(
+                method, url, header_params=headers, body=body, _request_timeout=(5, 30)
+            )
+            data = response.read()
+        except (k8s_client.ApiException, OSError) as error:
+            # Connection refused, reset, TLS failure: the same to us as a 503.
+            return _Response(
+                http.HTTPStatus.SERVICE_UNAVAILABLE, json.dumps({"message": str(error)}).encode(), None
+            )
+        except Exception as error:  # urllib3 wraps transport errors in its own types
+            if type(error).__module__.startswith("urllib3"):
+                return _Response(
+                    http.HTTPStatus.SERVICE_UNAVAILABLE, json.dumps({"message": str(error)}).encode(), None
+                )
+            raise
+        retry_after = response.getheader("Retry-After")
+        return _Response(int(response.status), bytes(data or b""), _seconds(retry_after))
+
+
+def _seconds(header: str | None) -> float | None:
+    if header is None:
+        return None
+    try:
+        return max(0.0, float(header))
+    except ValueError:
+        return None
+
+
+def _decode(response: _Response) -> dict[str, Any]:
+    if not response.body:
+        return {}
+    decoded: dict[str, Any] = json.loads(response.body)
+    return decoded
+
+
+def _raise_for(response: _Response) -> None:
+    if response.status < http.HTTPStatus.BAD_REQUEST:
+        return
+    try:
+        status = json.loads(response.body)
+    except ValueError:
+        status = {}
+    reason = str(status.get("reason") or http.HTTPStatus(response.status).phrase)
+    message = str(status.get("message") or response.body[:500].decode(errors="replace"))
+    if (
+        response.status >= http.HTTPStatus.INTERNAL_SERVER_ERROR
+        or response.status == http.HTTPStatus.TOO_MANY_REQUESTS
+    ):
+        raise UnavailableError(response.status, reason, message)
+    raise _ERRORS_BY_STATUS.get(response.status, ApiError)(response.status, reason, message)

@@ -1,0 +1,161 @@
+"""What the operator keeps of each watched object: small, typed, immutable records.
+
+kopf's indexes hold these (one per object), so they are the operator's whole view of the cluster:
+reconciling reads them and never LISTs. Each record keeps only what comparison, pruning and
+attribution need; `managedFields`, status and everything else of the raw body is dropped, which is
+most of an object's size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from baseline_operator.builders.common import (
+    BASELINE_LABEL,
+    FIELD_MANAGER,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+)
+from baseline_operator.compare import ManagerEntry, Path, managers, owned_paths
+from baseline_operator.spec import BaselineSpec, NamespaceInfo, SpecError, parse_spec
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+_DROPPED_KEYS = frozenset({"status"})
+_DROPPED_METADATA = frozenset({"managedFields", "resourceVersion", "generation", "selfLink"})
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, dict):
+        return MappingProxyType({key: _frozen(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return tuple(_frozen(item) for item in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """A plain, mutable JSON value from a frozen record (for comparison and for the API)."""
+    if isinstance(value, MappingProxyType | dict):
+        return {key: thaw(item) for key, item in value.items()}
+    if isinstance(value, tuple | list):
+        return [thaw(item) for item in value]
+    return value
+
+
+@dataclass(frozen=True)
+class ObservedObject:
+    """A managed object (or the default ServiceAccount) as last seen by the watch."""
+
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+    body: Mapping[str, Any]
+    owned: frozenset[Path] = frozenset()
+    """Fields our field manager owns through server-side apply."""
+    writers: tuple[ManagerEntry, ...] = ()
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        labels: Mapping[str, str] = self.body.get("metadata", {}).get("labels") or {}
+        return labels
+
+    @property
+    def labelled_ours(self) -> bool:
+        return self.labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE
+
+    @property
+    def managed_by_us(self) -> bool:
+        """Labelled as ours and written by us: the only objects the operator ever deletes."""
+        return self.labelled_ours and bool(self.owned)
+
+    @property
+    def baseline(self) -> str | None:
+        return self.labels.get(BASELINE_LABEL)
+
+
+@dataclass(frozen=True)
+class ObservedNamespace:
+    """A Namespace: its labels, whether it is going away, and which labels we own."""
+
+    name: str
+    uid: str
+    labels: Mapping[str, str]
+    terminating: bool
+    created: str | None = None
+    owned: frozenset[Path] = frozenset()
+    """Label fields our field manager owns (the Pod Security labels we set)."""
+    writers: tuple[ManagerEntry, ...] = ()
+
+    @property
+    def info(self) -> NamespaceInfo:
+        return NamespaceInfo(name=self.name, labels=self.labels)
+
+    @property
+    def body(self) -> Mapping[str, Any]:
+        return {"metadata": {"name": self.name, "labels": dict(self.labels)}}
+
+
+@dataclass(frozen=True)
+class ObservedBaseline:
+    """A SecurityBaseline, its spec parsed once per change, and its last written status."""
+
+    name: str
+    uid: str
+    generation: int
+    spec: BaselineSpec | None
+    error: SpecError | None = None
+    """Set when the stored spec is malformed (written before a CRD upgrade, say): reported, never fatal."""
+    status: Mapping[str, Any] = field(default_factory=dict)
+
+
+def observe_object(body: Mapping[str, Any]) -> ObservedObject:
+    metadata = body.get("metadata", {})
+    managed_fields = metadata.get("managedFields") or []
+    kept = {key: value for key, value in body.items() if key not in _DROPPED_KEYS}
+    kept["metadata"] = {key: value for key, value in metadata.items() if key not in _DROPPED_METADATA}
+    return ObservedObject(
+        kind=str(body.get("kind")),
+        namespace=str(metadata.get("namespace", "")),
+        name=str(metadata.get("name")),
+        uid=str(metadata.get("uid")),
+        body=_frozen(thaw(kept)),
+        owned=owned_paths(managed_fields, FIELD_MANAGER),
+        writers=managers(managed_fields),
+    )
+
+
+def observe_namespace(body: Mapping[str, Any]) -> ObservedNamespace:
+    metadata = body.get("metadata", {})
+    managed_fields = metadata.get("managedFields") or []
+    return ObservedNamespace(
+        name=str(metadata.get("name")),
+        uid=str(metadata.get("uid")),
+        labels=MappingProxyType(dict(metadata.get("labels") or {})),
+        terminating=bool(metadata.get("deletionTimestamp"))
+        or body.get("status", {}).get("phase") == "Terminating",
+        created=metadata.get("creationTimestamp"),
+        owned=owned_paths(managed_fields, FIELD_MANAGER),
+        writers=managers(managed_fields),
+    )
+
+
+def observe_baseline(body: Mapping[str, Any]) -> ObservedBaseline:
+    metadata = body.get("metadata", {})
+    spec: BaselineSpec | None = None
+    error: SpecError | None = None
+    try:
+        spec = parse_spec(thaw(body.get("spec") or {}))
+    except SpecError as failure:
+        error = failure
+    return ObservedBaseline(
+        name=str(metadata.get("name")),
+        uid=str(metadata.get("uid")),
+        generation=int(metadata.get("generation") or 0),
+        spec=spec,
+        error=error,
+        status=_frozen(thaw(body.get("status") or {})),
+    )

@@ -1,0 +1,84 @@
+"""Which baselines select a namespace, and which baseline wins each section there.
+
+Protected namespaces (`kube-system`, `kube-public`, `kube-node-lease` and the operator's own) are
+never selected, whatever a selector says: the list is fixed at install time, so a tenant cannot
+exempt or capture them. Several baselines may select one namespace; per section the highest
+`priority` wins and, on a tie, the name that sorts first, so an org-wide network baseline and a team's
+quota baseline compose.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from baseline_operator.spec import BaselineSpec, LabelSelector, Section
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from baseline_operator.observed import ObservedBaseline
+
+ALWAYS_PROTECTED = frozenset({"kube-system", "kube-public", "kube-node-lease"})
+
+
+def protected_namespaces(operator_namespace: str | None) -> frozenset[str]:
+    return ALWAYS_PROTECTED | ({operator_namespace} if operator_namespace else set())
+
+
+def selector_matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
+    """Standard LabelSelector semantics; an empty selector matches everything."""
+    if any(labels.get(key) != value for key, value in selector.match_labels.items()):
+        return False
+    for requirement in selector.match_expressions:
+        present = requirement.key in labels
+        value = labels.get(requirement.key)
+        match requirement.operator:
+            case "In":
+                ok = present and value in requirement.values
+            case "NotIn":
+                ok = not present or value not in requirement.values
+            case "Exists":
+                ok = present
+            case "DoesNotExist":
+                ok = not present
+            case _:
+                ok = False  # an operator the schema should have refused selects nothing
+        if not ok:
+            return False
+    return True
+
+
+def selects(spec: BaselineSpec, namespace: str, labels: Mapping[str, str], protected: frozenset[str]) -> bool:
+    if namespace in protected:
+        return False
+    if any(fnmatch.fnmatchcase(namespace, pattern) for pattern in spec.exclude_namespaces):
+        return False
+    return selector_matches(spec.namespace_selector, labels)
+
+
+@dataclass(frozen=True)
+class SectionAssignment:
+    """The baseline that writes a section in one namespace, and those that set it too but lose."""
+
+    section: Section
+    winner: ObservedBaseline
+    losers: tuple[ObservedBaseline, ...]
+
+
+def precedence(baseline: ObservedBaseline) -> tuple[int, str]:
+    priority = baseline.spec.priority if baseline.spec is not None else 0
+    return (-priority, baseline.name)
+
+
+def assign_sections(selecting: Iterable[ObservedBaseline]) -> dict[Section, SectionAssignment]:
+    ordered = sorted((baseline for baseline in selecting if baseline.spec is not None), key=precedence)
+    assignments: dict[Section, SectionAssignment] = {}
+    for section in Section:
+        setting = [
+            baseline for baseline in ordered if baseline.spec is not None and baseline.spec.section(section)
+        ]
+        if setting:
+            assignments[section] = SectionAssignment(section, setting[0], tuple(setting[1:]))
+    return assignments

@@ -1,0 +1,186 @@
+"""A SecurityBaseline's status, computed from its per-namespace results (pure, no I/O).
+
+Follows the Kubernetes API conventions (kstatus): `observedGeneration`; conditions `Ready`, `Drifted`
+and `Conflict` with reason, message and `lastTransitionTime` (kept when the status does not change);
+counts; and a bounded list of problems, so a baseline selecting thousands of namespaces still has a
+small status. The engine writes the status only when this function's result differs from the stored one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+MAX_PROBLEMS = 20
+_MAX_MESSAGE = 300
+_MAX_FIELDS = 10
+_MAX_FIELD_TEXT = 256  # the CRD's limits on status.problems[].fields
+
+
+class State(StrEnum):
+    """A namespace's state for one baseline (also the `state` label of the namespaces gauge)."""
+
+    COMPLIANT = "compliant"
+    DRIFTED = "drifted"
+    CONFLICT = "conflict"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class ProblemEntry:
+    """One line of `status.problems`."""
+
+    namespace: str
+    kind: str
+    name: str
+    section: str
+    reason: str
+    message: str
+    fields: tuple[str, ...] = ()
+    changed_by: str | None = None
+    since: str | None = None
+
+    def as_status(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "namespace": self.namespace,
+            "kind": self.kind,
+            "name": self.name,
+            "section": self.section,
+            "reason": self.reason,
+            "message": self.message[:_MAX_MESSAGE],
+        }
+        if self.fields:
+            entry["fields"] = [text[:_MAX_FIELD_TEXT] for text in self.fields[:_MAX_FIELDS]]
+        if self.changed_by:
+            entry["changedBy"] = self.changed_by
+        if self.since:
+            entry["since"] = self.since
+        return entry
+
+
+@dataclass(frozen=True)
+class NamespaceResult:
+    """What reconciling one namespace left for one baseline."""
+
+    generation: int
+    state: State
+    problems: tuple[ProblemEntry, ...] = ()
+
+
+def build_status(
+    *,
+    generation: int,
+    spec_error: str | None,
+    matched: Iterable[str],
+    results: Mapping[str, NamespaceResult],
+    previous: Mapping[str, Any],
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """The full status object for a baseline."""
+    matched_names = sorted(matched)
+    current = {
+        name: results[name]
+        for name in matched_names
+        if name in results and results[name].generation == generation
+    }
+    pending = len(matched_names) - len(current)
+    counts = {state: sum(1 for result in current.values() if result.state is state) for state in State}
+    problems = [problem for name in sorted(current) for problem in current[name].problems]
+
+    if spec_error is not None:
+        ready = ("False", "InvalidSpec", spec_error)
+    elif pending:
+        ready = (
+            "False",
+            "Progressing",
+            f"{pending} of {len(matched_names)} selected namespaces not reconciled yet",
+        )
+    elif counts[State.ERROR]:
+        ready = (
+            "False",
+            "ReconcileError",
+            f"{counts[State.ERROR]} namespaces could not be brought to the baseline",
+        )
+    else:
+        ready = ("True", "Reconciled", _summary(len(matched_names), counts))
+    drifted = (
+        ("True", "DriftFound", f"{counts[State.DRIFTED]} namespaces differ from the baseline")
+        if counts[State.DRIFTED]
+        else ("False", "NoDrift", "every reconciled namespace matches the baseline")
+    )
+    conflict = (
+        (
+            "True",
+            "SectionConflict",
+            f"{counts[State.CONFLICT]} namespaces: a section is set by a baseline of higher precedence",
+        )
+        if counts[State.CONFLICT]
+        else ("False", "NoConflict", "no section is contested")
+    )
+    previous_conditions = {condition.get("type"): condition for condition in previous.get("conditions") or []}
+    conditions = [
+        _condition(kind, values, generation, previous_conditions.get(kind), now)
+        for kind, values in (("Ready", ready), ("Drifted", drifted), ("Conflict", conflict))
+    ]
+    return {
+        "observedGeneration": generation,
+        "matchedNamespaces": len(matched_names),
+        "compliantNamespaces": counts[State.COMPLIANT],
+        "driftedNamespaces": counts[State.DRIFTED],
+        "conflictNamespaces": counts[State.CONFLICT],
+        "errorNamespaces": counts[State.ERROR],
+        "conditions": conditions,
+        "problems": [problem.as_status() for problem in problems[:MAX_PROBLEMS]],
+    }
+
+
+def _summary(matched: int, counts: Mapping[State, int]) -> str:
+    return (
+        f"{matched} namespaces selected: {counts[State.COMPLIANT]} compliant, "
+        f"{counts[State.DRIFTED]} drifted, {counts[State.CONFLICT]} with a contested section"
+    )
+
+
+def _condition(
+    kind: str,
+    values: tuple[str, str, str],
+    generation: int,
+    previous: Mapping[str, Any] | None,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    status, reason, message = values
+    unchanged = previous is not None and previous.get("status") == status
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": message[:_MAX_MESSAGE],
+        "observedGeneration": generation,
+        "lastTransitionTime": previous.get("lastTransitionTime")
+        if unchanged and previous
+        else _timestamp(now),
+    }
+
+
+def _timestamp(now: dt.datetime) -> str:
+    return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def same_status(left: Mapping[str, Any], right: Mapping[str, Any]) -> bool:
+    """Equal for the purpose of writing: everything but transition times."""
+    return bool(_comparable(left) == _comparable(right))
+
+
+def _comparable(status: Mapping[str, Any]) -> Any:
+    result = dict(status)
+    result["conditions"] = [
+        {key: value for key, value in condition.items() if key != "lastTransitionTime"}
+        for condition in status.get("conditions") or []
+    ]
+    result.setdefault("problems", [])
+    return result

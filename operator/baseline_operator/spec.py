@@ -267,7 +267,8 @@ class RbacSpec:
     """The rbac section."""
 
     role_bindings: tuple[RoleBindingSpec, ...] = ()
-    # None leaves the `default` ServiceAccount alone entirely.
+    # The CRD defaults it to {} (no token mounted) whenever the rbac section is set; parsing does the
+    # same, so that `render` shows what the cluster will do. None (never from a spec) leaves it alone.
     default_service_account: DefaultServiceAccountSpec | None = None
 
 
@@ -734,7 +735,9 @@ def _rbac(value: object, path: str) -> RbacSpec:
         bindings.append(binding)
     return RbacSpec(
         role_bindings=tuple(bindings),
-        default_service_account=_optional(raw, "defaultServiceAccount", path, _default_service_account),
+        default_service_account=_default_service_account(
+            raw.get("defaultServiceAccount") or {}, f"{path}.defaultServiceAccount"
+        ),
     )
 
 

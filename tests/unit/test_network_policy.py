@@ -364,6 +364,10 @@ def test_owned_objects_carry_exactly_our_labels_and_one_controller_owner():
     )
     for body in build_all(spec, CONTEXT, spec.sections):
         metadata = body["metadata"]
+        if body["kind"] == "ServiceAccount":
+            # Not ours: only the token field is set, never a label or an owner (the GC would delete it).
+            assert set(metadata) == {"name", "namespace"}
+            continue
         assert set(metadata) == {"name", "namespace", "labels", "ownerReferences"}
         assert metadata["labels"] == {
             "app.kubernetes.io/managed-by": "baseline-operator",

@@ -7,6 +7,11 @@ from baseline_operator.spec import BaselineRef, NamespaceInfo, Section, parse_sp
 BASELINE = BaselineRef("team-access", "5e5e5e5e-4444-4d4d-9e9e-3f3f3f3f3f3f")
 
 
+def role_bindings_of(spec, ctx):
+    """The RoleBindings of the rbac section (it also sets the default ServiceAccount's token field)."""
+    return [body for body in build_section(Section.RBAC, spec, ctx) if body["kind"] == "RoleBinding"]
+
+
 def context(labels=None, name="payments"):
     return BuildContext(baseline=BASELINE, namespace=NamespaceInfo(name, labels or {}))
 
@@ -20,7 +25,7 @@ def rbac(*subjects, name="team-edit"):
 def test_missing_label_names_binding_subject_and_label():
     spec = rbac({"kind": "Group", "name": "view-all"}, {"kind": "Group", "name": "team-${label:team}"})
     with pytest.raises(PlaceholderError) as raised:
-        build_section(Section.RBAC, spec, context({"owner": "x"}))
+        role_bindings_of(spec, context({"owner": "x"}))
     error = raised.value
     assert (error.binding, error.subject, error.label) == ("team-edit", "team-${label:team}", "team")
     assert "team-edit" in str(error)
@@ -33,25 +38,25 @@ def test_missing_label_names_binding_subject_and_label():
 def test_empty_label_value_is_refused_rather_than_binding_a_half_name():
     spec = rbac({"kind": "Group", "name": "team-${label:team}"})
     with pytest.raises(PlaceholderError, match="empty") as raised:
-        build_section(Section.RBAC, spec, context({"team": ""}))
+        role_bindings_of(spec, context({"team": ""}))
     assert raised.value.label == "team"
 
 
 def test_service_account_name_that_renders_invalid_is_refused():
     spec = rbac({"kind": "ServiceAccount", "name": "ci-${label:Team}"})
     with pytest.raises(PlaceholderError, match="invalid"):
-        build_section(Section.RBAC, spec, context({"Team": "Payments_Squad"}))
+        role_bindings_of(spec, context({"Team": "Payments_Squad"}))
 
 
 def test_placeholders_in_service_account_namespace():
     spec = rbac({"kind": "ServiceAccount", "name": "deployer", "namespace": "${label:ci-namespace}"})
-    [binding] = build_section(Section.RBAC, spec, context({"ci-namespace": "ci-prod"}))
+    [binding] = role_bindings_of(spec, context({"ci-namespace": "ci-prod"}))
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "deployer", "namespace": "ci-prod"}]
 
 
 def test_service_account_namespace_defaults_to_the_target_namespace():
     spec = rbac({"kind": "ServiceAccount", "name": "deployer"})
-    [binding] = build_section(Section.RBAC, spec, context(name="shop"))
+    [binding] = role_bindings_of(spec, context(name="shop"))
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "deployer", "namespace": "shop"}]
     assert binding["metadata"]["namespace"] == "shop"
 
@@ -60,7 +65,7 @@ def test_users_and_groups_get_the_rbac_api_group_and_no_namespace():
     spec = rbac(
         {"kind": "User", "name": "alice@example.com"}, {"kind": "Group", "name": "${namespace}-admins"}
     )
-    [binding] = build_section(Section.RBAC, spec, context())
+    [binding] = role_bindings_of(spec, context())
     assert binding["subjects"] == [
         {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "alice@example.com"},
         {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "payments-admins"},
@@ -92,7 +97,7 @@ def test_role_bindings_are_sorted_by_name():
             }
         }
     )
-    names = [body["metadata"]["name"] for body in build_section(Section.RBAC, spec, context())]
+    names = [body["metadata"]["name"] for body in role_bindings_of(spec, context())]
     assert names == ["baseline-alpha", "baseline-mid", "baseline-zeta"]
 
 

@@ -10,6 +10,7 @@ from baseline_operator.spec import (
     DEFAULT_METADATA_PROVIDERS,
     BaselineSpec,
     DefaultDeny,
+    DefaultServiceAccountSpec,
     FrozenMap,
     LabelSelector,
     LabelSelectorRequirement,
@@ -92,8 +93,12 @@ def test_section_lookup():
     assert spec.section(Section.POD_SECURITY) is None, "null is treated like absent"
 
 
-def test_rbac_without_default_service_account_leaves_it_alone():
-    assert parse_spec({"rbac": {}}).rbac == RbacSpec(role_bindings=(), default_service_account=None)
+def test_rbac_defaults_the_default_service_account_like_the_crd_does():
+    # The CRD defaults defaultServiceAccount to {} (no token); parsing agrees, so `render` shows what
+    # the cluster will do.
+    assert parse_spec({"rbac": {}}).rbac == RbacSpec(
+        role_bindings=(), default_service_account=DefaultServiceAccountSpec(automount_token=False)
+    )
     assert (
         parse_spec({"rbac": {"defaultServiceAccount": {}}}).rbac.default_service_account.automount_token
         is False

@@ -1,0 +1,308 @@
+"""The planner decides, for one namespace, what to write; these are its rules, without a cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from baseline_operator.builders import BuildContext, build_all
+from baseline_operator.compare import leaf_paths
+from baseline_operator.observed import ObservedBaseline, ObservedNamespace, ObservedObject, observe_object
+from baseline_operator.planner import Apply, Delete, NamespaceView, Policy, Reason, plan_namespace
+from baseline_operator.spec import BaselineRef, Section, parse_spec
+
+POLICY = Policy(
+    protected_namespaces=frozenset({"kube-system", "baseline-system"}),
+    allowed_cluster_roles=frozenset({"view", "edit"}),
+)
+ROLES = frozenset({"view", "edit", "admin"})
+
+FULL = {
+    "networkPolicy": {},
+    "limitRange": {"default": {"cpu": "500m"}},
+    "resourceQuota": {"hard": {"pods": "10"}},
+    "rbac": {
+        "roleBindings": [
+            {"name": "team", "clusterRole": "view", "subjects": [{"kind": "Group", "name": "g-${namespace}"}]}
+        ]
+    },
+    "podSecurity": {"enforce": "restricted"},
+}
+
+
+def baseline(name: str, spec: dict[str, Any], *, generation: int = 1) -> ObservedBaseline:
+    return ObservedBaseline(name=name, uid=f"uid-{name}", generation=generation, spec=parse_spec(spec))
+
+
+def namespace(
+    name: str = "team-a",
+    labels: dict[str, str] | None = None,
+    *,
+    owned: frozenset = frozenset(),
+    terminating: bool = False,
+) -> ObservedNamespace:
+    return ObservedNamespace(
+        name=name,
+        uid=f"uid-{name}",
+        labels={"kubernetes.io/metadata.name": name, **(labels or {})},
+        terminating=terminating,
+        owned=owned,
+    )
+
+
+def account(ns: str, *, automount: bool | None = None, owned: frozenset = frozenset()) -> ObservedObject:
+    body: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": "default", "namespace": ns, "uid": f"sa-{ns}"},
+    }
+    if automount is not None:
+        body["automountServiceAccountToken"] = automount
+    return ObservedObject("ServiceAccount", ns, "default", f"sa-{ns}", body, owned)
+
+
+def applied(body: dict[str, Any], **server_additions: Any) -> ObservedObject:
+    """`body` as the API server stores it after our apply: with a uid, defaults, and owned by us."""
+    stored = {
+        **body,
+        "metadata": {**body["metadata"], "uid": f"uid-{body['metadata']['name']}", "resourceVersion": "7"},
+    }
+    stored.update(server_additions)
+    observed = observe_object(stored)
+    return ObservedObject(
+        observed.kind,
+        observed.namespace,
+        observed.name,
+        observed.uid,
+        observed.body,
+        frozenset(leaf_paths(body)),
+    )
+
+
+def view(
+    ns: ObservedNamespace,
+    baselines: list[ObservedBaseline],
+    objects: list[ObservedObject] = (),
+    sa: ObservedObject | None = None,
+) -> NamespaceView:
+    return NamespaceView(ns.name, ns, baselines, list(objects), sa or account(ns.name), ROLES)
+
+
+def converged(
+    ns: ObservedNamespace, base: ObservedBaseline
+) -> tuple[list[ObservedObject], ObservedNamespace, ObservedObject]:
+    """What the cluster holds once `base` was fully applied to `ns`."""
+    assert base.spec is not None
+    bodies = build_all(base.spec, BuildContext(BaselineRef(base.name, base.uid), ns.info), base.spec.sections)
+    objects = [applied(body) for body in bodies if body["kind"] not in {"Namespace", "ServiceAccount"}]
+    labels = next(body for body in bodies if body["kind"] == "Namespace")["metadata"]["labels"]
+    ns_after = namespace(
+        ns.name, {**ns.labels, **labels}, owned=frozenset(("metadata", "labels", key) for key in labels)
+    )
+    sa = account(ns.name, automount=False, owned=frozenset({("automountServiceAccountToken",)}))
+    return objects, ns_after, sa
+
+
+def kinds(actions: tuple) -> list[str]:
+    return sorted(f"{type(a).__name__}:{a.body['kind'] if isinstance(a, Apply) else a.kind}" for a in actions)
+
+
+def test_a_new_namespace_gets_every_object_of_its_baseline() -> None:
+    plan = plan_namespace(view(namespace(), [baseline("org", FULL)]), POLICY)
+    assert kinds(plan.actions) == sorted(
+        ["Apply:NetworkPolicy"] * 2
+        + [
+            "Apply:LimitRange",
+            "Apply:ResourceQuota",
+            "Apply:RoleBinding",
+            "Apply:Namespace",
+            "Apply:ServiceAccount",
+        ]
+    )
+    creates = [a for a in plan.actions if isinstance(a, Apply) and a.body["kind"] == "ResourceQuota"]
+    assert creates[0].create_only_if_absent
+
+
+def test_a_converged_namespace_needs_no_write_even_with_server_defaults_and_normalised_quantities() -> None:
+    base = baseline("org", FULL)
+    objects, ns, sa = converged(namespace(), base)
+    limits = next(o for o in objects if o.kind == "LimitRange")
+    body = dict(limits.body)
+    body["spec"] = {
+        "limits": [{"type": "Container", "default": {"cpu": "500m"}, "defaultRequest": {"cpu": "500m"}}]
+    }
+    objects = [o for o in objects if o.kind != "LimitRange"] + [
+        ObservedObject(limits.kind, limits.namespace, limits.name, limits.uid, body, limits.owned)
+    ]
+    plan = plan_namespace(view(ns, [base], objects, sa), POLICY)
+    assert plan.actions == ()
+    assert plan.outcomes["org"].findings == []
+
+
+def test_protected_and_excluded_namespaces_are_never_selected() -> None:
+    base = baseline("org", {**FULL, "excludeNamespaces": ["sandbox-*"]})
+    for name in ("kube-system", "baseline-system", "sandbox-1"):
+        plan = plan_namespace(view(namespace(name), [base]), POLICY)
+        assert plan.actions == ()
+        assert plan.outcomes == {}
+
+
+def test_a_terminating_namespace_is_left_alone() -> None:
+    plan = plan_namespace(view(namespace(terminating=True), [baseline("org", FULL)]), POLICY)
+    assert plan.actions == ()
+
+
+def test_per_section_the_highest_priority_wins_and_the_loser_reports_a_conflict() -> None:
+    org = baseline("org", {"priority": 10, "networkPolicy": {}, "resourceQuota": {"hard": {"pods": "1"}}})
+    team = baseline("team", {"resourceQuota": {"hard": {"pods": "7"}}, "limitRange": {"max": {"cpu": "2"}}})
+    plan = plan_namespace(view(namespace(), [team, org]), POLICY)
+    quota = next(a for a in plan.actions if isinstance(a, Apply) and a.body["kind"] == "ResourceQuota")
+    assert quota.baseline == "org"
+    assert quota.body["spec"]["hard"] == {"pods": "1"}
+    assert plan.outcomes["team"].lost_sections == [Section.RESOURCE_QUOTA]
+    assert [p.reason for p in plan.outcomes["team"].problems] == [Reason.CONFLICT]
+    assert any(
+        isinstance(a, Apply) and a.body["kind"] == "LimitRange" and a.baseline == "team" for a in plan.actions
+    )
+
+
+def test_equal_priorities_are_broken_by_name() -> None:
+    spec = {"resourceQuota": {"hard": {"pods": "1"}}}
+    plan = plan_namespace(view(namespace(), [baseline("zeta", spec), baseline("alpha", spec)]), POLICY)
+    assert {
+        a.baseline for a in plan.actions if isinstance(a, Apply) and a.body["kind"] == "ResourceQuota"
+    } == {"alpha"}
+
+
+def test_audit_mode_writes_nothing_and_reports_what_differs() -> None:
+    base = baseline("org", {**FULL, "mode": "Audit"})
+    objects, ns, sa = converged(namespace(), base)
+    quota = next(o for o in objects if o.kind == "ResourceQuota")
+    edited = {**quota.body, "spec": {"hard": {"pods": "99"}}}
+    objects = [o for o in objects if o.kind != "ResourceQuota"] + [
+        ObservedObject(quota.kind, quota.namespace, quota.name, quota.uid, edited, quota.owned)
+    ]
+    plan = plan_namespace(view(ns, [base], objects, sa), POLICY)
+    assert plan.actions == ()
+    [finding] = plan.outcomes["org"].findings
+    assert finding.reason is Reason.MODIFIED
+    assert [d.path for d in finding.differences] == ["spec.hard.pods"]
+
+
+def test_an_object_with_our_name_but_not_our_label_is_never_touched() -> None:
+    squatter = ObservedObject(
+        "ResourceQuota",
+        "team-a",
+        "baseline-quota",
+        "u1",
+        {"metadata": {"name": "baseline-quota"}, "spec": {"hard": {"pods": "1"}}},
+    )
+    plan = plan_namespace(view(namespace(), [baseline("org", FULL)], [squatter]), POLICY)
+    assert not any(
+        (isinstance(a, Apply) and a.body["kind"] == "ResourceQuota") or isinstance(a, Delete)
+        for a in plan.actions
+    )
+    assert [p.reason for p in plan.outcomes["org"].problems] == [Reason.NAME_TAKEN]
+
+
+def test_objects_we_wrote_that_no_baseline_wants_are_deleted_but_merely_labelled_ones_are_not() -> None:
+    base = baseline("org", FULL)
+    objects, ns, sa = converged(namespace(), base)
+    narrowed = baseline("org", {"networkPolicy": {}}, generation=2)
+    copied_label = ObservedObject(
+        "LimitRange",
+        "team-a",
+        "copied",
+        "u9",
+        {"metadata": {"name": "copied", "labels": {"app.kubernetes.io/managed-by": "baseline-operator"}}},
+    )
+    plan = plan_namespace(view(ns, [narrowed], [*objects, copied_label], sa), POLICY)
+    deleted = sorted(a.name for a in plan.actions if isinstance(a, Delete))
+    assert deleted == ["baseline-limits", "baseline-quota", "baseline-team"]
+    releases = [
+        a for a in plan.actions if isinstance(a, Apply) and a.body["kind"] in {"Namespace", "ServiceAccount"}
+    ]
+    assert sorted(a.body["kind"] for a in releases) == ["Namespace", "ServiceAccount"]
+    for release in releases:
+        assert set(release.body) == {"apiVersion", "kind", "metadata"}
+        assert release.body["metadata"]["uid"]
+
+
+def test_a_baseline_that_cannot_build_everything_writes_nothing_in_that_namespace() -> None:
+    spec = {
+        **FULL,
+        "rbac": {
+            "roleBindings": [
+                {"name": "admins", "clusterRole": "admin", "subjects": [{"kind": "Group", "name": "x"}]}
+            ]
+        },
+    }
+    plan = plan_namespace(view(namespace(), [baseline("org", spec)]), POLICY)
+    assert plan.actions == ()
+    [problem] = plan.outcomes["org"].problems
+    assert problem.reason is Reason.ROLE_NOT_ALLOWED
+    assert "admin" in problem.message
+    assert "team-a" in problem.message
+
+
+def test_a_missing_cluster_role_is_reported_not_bound() -> None:
+    spec = {
+        "rbac": {
+            "roleBindings": [
+                {"name": "e", "clusterRole": "edit", "subjects": [{"kind": "Group", "name": "x"}]}
+            ]
+        }
+    }
+    ns = namespace()
+    plan = plan_namespace(
+        NamespaceView(ns.name, ns, [baseline("org", spec)], [], account(ns.name), frozenset({"view"})), POLICY
+    )
+    assert plan.actions == ()
+    assert [p.reason for p in plan.outcomes["org"].problems] == [Reason.ROLE_MISSING]
+
+
+def test_a_missing_label_for_a_placeholder_blocks_only_that_baseline() -> None:
+    spec = {
+        "rbac": {
+            "roleBindings": [
+                {"name": "t", "clusterRole": "view", "subjects": [{"kind": "Group", "name": "${label:team}"}]}
+            ]
+        }
+    }
+    other = baseline("quota", {"resourceQuota": {"hard": {"pods": "1"}}})
+    plan = plan_namespace(view(namespace(), [baseline("rbac", spec), other]), POLICY)
+    assert {a.baseline for a in plan.actions} == {"quota"}
+    assert [p.reason for p in plan.outcomes["rbac"].problems] == [Reason.PLACEHOLDER]
+
+
+def test_a_changed_role_reference_recreates_the_binding() -> None:
+    base = baseline("org", FULL)
+    objects, ns, sa = converged(namespace(), base)
+    moved = baseline(
+        "org",
+        {
+            **FULL,
+            "rbac": {
+                "roleBindings": [
+                    {"name": "team", "clusterRole": "edit", "subjects": [{"kind": "Group", "name": "g"}]}
+                ]
+            },
+        },
+        generation=2,
+    )
+    plan = plan_namespace(view(ns, [moved], objects, sa), POLICY)
+    [binding] = [a for a in plan.actions if isinstance(a, Apply) and a.body["kind"] == "RoleBinding"]
+    assert binding.recreate
+    assert binding.live_uid == "uid-baseline-team"
+
+
+def test_applies_to_objects_we_do_not_own_carry_their_uid_as_precondition() -> None:
+    base = baseline("org", FULL)
+    plan = plan_namespace(view(namespace(), [base], sa=account("team-a", automount=True)), POLICY)
+    for action in plan.actions:
+        if isinstance(action, Apply) and action.body["kind"] in {"Namespace", "ServiceAccount"}:
+            assert action.body["metadata"]["uid"] in {"uid-team-a", "sa-team-a"}
+            assert "labels" not in action.body["metadata"] or set(action.body["metadata"]["labels"]) == {
+                "pod-security.kubernetes.io/enforce",
+                "pod-security.kubernetes.io/enforce-version",
+            }
+            assert "ownerReferences" not in action.body["metadata"]

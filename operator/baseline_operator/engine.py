@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from baseline_operator import kube
 from baseline_operator.planner import (
+    NON_BLOCKING,
     BaselineOutcome,
     Delete,
     NamespaceView,
@@ -311,7 +312,7 @@ def _result(outcome: BaselineOutcome, failures: Iterable[Problem]) -> NamespaceR
     ]
     if outcome.mode is Mode.AUDIT:
         entries += [_finding_entry(finding) for finding in outcome.findings]
-    if any(problem.reason is not Reason.CONFLICT for problem in problems):
+    if any(problem.reason not in NON_BLOCKING for problem in problems):
         state = State.ERROR
     elif outcome.mode is Mode.AUDIT and outcome.findings:
         state = State.DRIFTED

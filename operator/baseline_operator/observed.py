@@ -116,6 +116,9 @@ def observe_object(body: Mapping[str, Any]) -> ObservedObject:
     metadata = body.get("metadata", {})
     managed_fields = metadata.get("managedFields") or []
     kept = {key: value for key, value in body.items() if key not in _DROPPED_KEYS}
+    if body.get("kind") == "ResourceQuota":
+        # Usage is how the planner tells that a quota is below what the namespace already uses.
+        kept["status"] = {"used": (body.get("status") or {}).get("used") or {}}
     kept["metadata"] = {key: value for key, value in metadata.items() if key not in _DROPPED_METADATA}
     return ObservedObject(
         kind=str(body.get("kind")),

@@ -25,6 +25,7 @@ from baseline_operator.builders import BuildContext, BuildError, PlaceholderErro
 from baseline_operator.builders.common import FIELD_MANAGER, SECTION_LABEL
 from baseline_operator.compare import FieldDifference, ManagerEntry, differences, last_writer_other_than
 from baseline_operator.observed import thaw
+from baseline_operator.quantity import parse_quantity
 from baseline_operator.selection import SectionAssignment, assign_sections, selects
 from baseline_operator.spec import BaselineRef, Mode, Section
 
@@ -48,9 +49,14 @@ class Reason(StrEnum):
     ROLE_MISSING = "ClusterRoleMissing"
     PLACEHOLDER = "PlaceholderUnresolved"
     NAME_TAKEN = "NameTaken"
+    QUOTA_BELOW_USAGE = "QuotaBelowUsage"
     FORBIDDEN = "Forbidden"
     INVALID = "Invalid"
     API_ERROR = "ApiError"
+
+
+# Problems worth reporting that do not stop a baseline from applying its other sections.
+NON_BLOCKING = frozenset({Reason.CONFLICT, Reason.QUOTA_BELOW_USAGE})
 
 
 @dataclass(frozen=True)
@@ -132,7 +138,7 @@ class BaselineOutcome:
 
     @property
     def failed(self) -> bool:
-        return any(problem.reason != Reason.CONFLICT for problem in self.problems)
+        return any(problem.reason not in NON_BLOCKING for problem in self.problems)
 
 
 @dataclass(frozen=True)
@@ -297,6 +303,8 @@ def _action_for(
             )
             return None
         live = _Live(thaw(found.body), found.uid, found.owned, found.writers)
+        if kind == "ResourceQuota":
+            _check_usage(want.body, live.body, want.section, outcome, namespace.name)
     changed = differences(want.body, live.body, live.owned)
     if not changed:
         return None
@@ -321,6 +329,36 @@ def _action_for(
         live_uid=live.uid,
         recreate=recreate,
     )
+
+
+def _check_usage(
+    quota: Mapping[str, Any],
+    live: Mapping[str, Any],
+    section: Section,
+    outcome: BaselineOutcome,
+    namespace: str,
+) -> None:
+    # The API accepts a quota below current usage; it only refuses new pods then. Say so.
+    used = live.get("status", {}).get("used") or {}
+    over = []
+    for resource, hard in quota["spec"].get("hard", {}).items():
+        try:
+            if resource in used and parse_quantity(str(used[resource])) > parse_quantity(hard):
+                over.append(f"{resource} (used {used[resource]}, hard {hard})")
+        except ValueError:
+            continue
+    if over:
+        outcome.problems.append(
+            Problem(
+                namespace,
+                section.value,
+                Reason.QUOTA_BELOW_USAGE,
+                f"the quota is below what {namespace} already uses: {', '.join(over)}; "
+                "new objects of those kinds will be refused",
+                "ResourceQuota",
+                quota["metadata"]["name"],
+            )
+        )
 
 
 def _mode(baseline: ObservedBaseline) -> Mode:

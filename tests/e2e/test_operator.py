@@ -429,3 +429,96 @@ def test_kubectl_wait_for_ready_works(
 
 def test_operator_is_alive(operator: OperatorProcess) -> None:
     assert operator.alive()
+
+
+def problems_of(kube: Cluster, name: str) -> list[dict[str, Any]]:
+    problems: list[dict[str, Any]] = kube.baseline(name).get("status", {}).get("problems", [])
+    return problems
+
+
+def test_a_cluster_role_off_the_allow_list_is_reported_and_nothing_is_bound(
+    kube: Cluster,
+    make_namespace: Callable[..., str],
+    make_baseline: Callable[..., dict[str, Any]],
+    label: str,
+) -> None:
+    namespace = make_namespace("rbac", {"e2e": label})
+    spec = {
+        "namespaceSelector": {"matchLabels": {"e2e": label}},
+        "rbac": {
+            "roleBindings": [
+                {
+                    "name": "admins",
+                    "clusterRole": "cluster-admin",
+                    "subjects": [{"kind": "Group", "name": "x"}],
+                }
+            ]
+        },
+        "resourceQuota": {"hard": {"pods": "3"}},
+    }
+    name = make_baseline(spec)["metadata"]["name"]
+    eventually(
+        lambda: any(
+            p["reason"] == "ClusterRoleNotAllowed" and "cluster-admin" in p["message"]
+            for p in problems_of(kube, name)
+        ),
+        what="the refused role is reported",
+    )
+    ready = kube.condition(name, "Ready")
+    assert ready is not None
+    assert ready["status"] == "False"
+    assert ready["reason"] == "ReconcileError"
+    # All or nothing: not even the quota of that baseline is written in that namespace.
+    assert kube.managed(namespace) == set()
+    assert kube.automount(namespace) is None
+
+
+def test_a_changed_role_reference_recreates_the_binding(
+    kube: Cluster,
+    custom: client.CustomObjectsApi,
+    make_namespace: Callable[..., str],
+    make_baseline: Callable[..., dict[str, Any]],
+    label: str,
+) -> None:
+    namespace = make_namespace("roleref", {"e2e": label})
+    name = make_baseline(full_spec(label))["metadata"]["name"]
+    eventually(lambda: kube.managed(namespace) == FULL_SET)
+    before = kube.rbac.read_namespaced_role_binding("baseline-team-view", namespace)
+    current = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+    current["spec"]["rbac"]["roleBindings"][0]["clusterRole"] = "edit"
+    custom.replace_cluster_custom_object(GROUP, VERSION, PLURAL, name, current)
+    eventually(
+        lambda: (
+            kube.rbac.read_namespaced_role_binding("baseline-team-view", namespace).role_ref.name == "edit"
+        )
+    )
+    after = kube.rbac.read_namespaced_role_binding("baseline-team-view", namespace)
+    assert after.metadata.uid != before.metadata.uid
+    eventually(lambda: kube.ready(name))
+
+
+def test_a_quota_below_current_usage_is_reported(
+    kube: Cluster,
+    make_namespace: Callable[..., str],
+    make_baseline: Callable[..., dict[str, Any]],
+    label: str,
+) -> None:
+    namespace = make_namespace("usage", {"e2e": label})
+    for index in range(3):
+        kube.core.create_namespaced_config_map(
+            namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name=f"c{index}"))
+        )
+    spec = {
+        "namespaceSelector": {"matchLabels": {"e2e": label}},
+        "resourceQuota": {"hard": {"count/configmaps": "2"}},
+    }
+    name = make_baseline(spec)["metadata"]["name"]
+    eventually(
+        lambda: any(
+            p["reason"] == "QuotaBelowUsage" and "count/configmaps" in p["message"]
+            for p in problems_of(kube, name)
+        ),
+        timeout=60,
+        what="the quota below usage is reported",
+    )
+    assert kube.managed(namespace) == {"ResourceQuota/baseline-quota"}

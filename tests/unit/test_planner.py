@@ -94,11 +94,19 @@ def converged(
     assert base.spec is not None
     bodies = build_all(base.spec, BuildContext(BaselineRef(base.name, base.uid), ns.info), base.spec.sections)
     objects = [applied(body) for body in bodies if body["kind"] not in {"Namespace", "ServiceAccount"}]
-    labels = next(body for body in bodies if body["kind"] == "Namespace")["metadata"]["labels"]
+    namespace_body = next(
+        (body for body in bodies if body["kind"] == "Namespace"), {"metadata": {"labels": {}}}
+    )
+    labels = namespace_body["metadata"]["labels"]
     ns_after = namespace(
         ns.name, {**ns.labels, **labels}, owned=frozenset(("metadata", "labels", key) for key in labels)
     )
-    sa = account(ns.name, automount=False, owned=frozenset({("automountServiceAccountToken",)}))
+    manages_account = any(body["kind"] == "ServiceAccount" for body in bodies)
+    sa = (
+        account(ns.name, automount=False, owned=frozenset({("automountServiceAccountToken",)}))
+        if manages_account
+        else account(ns.name)
+    )
     return objects, ns_after, sa
 
 
@@ -306,3 +314,18 @@ def test_applies_to_objects_we_do_not_own_carry_their_uid_as_precondition() -> N
                 "pod-security.kubernetes.io/enforce-version",
             }
             assert "ownerReferences" not in action.body["metadata"]
+
+
+def test_a_quota_below_current_usage_is_reported_but_still_applied() -> None:
+    base = baseline("org", {"resourceQuota": {"hard": {"pods": "2", "requests.cpu": "1"}}})
+    objects, ns, sa = converged(namespace(), base)
+    [quota] = objects
+    with_usage = {**quota.body, "status": {"used": {"pods": "5", "requests.cpu": "500m"}}}
+    live = ObservedObject(quota.kind, quota.namespace, quota.name, quota.uid, with_usage, quota.owned)
+    plan = plan_namespace(view(ns, [base], [live], sa), POLICY)
+    assert plan.actions == ()
+    [problem] = plan.outcomes["org"].problems
+    assert problem.reason is Reason.QUOTA_BELOW_USAGE
+    assert "pods (used 5, hard 2)" in problem.message
+    assert "requests.cpu" not in problem.message
+    assert not plan.outcomes["org"].failed

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from baseline_operator import kube
+from baseline_operator.observed import observe_namespace, observe_object, thaw
 from baseline_operator.planner import (
     NON_BLOCKING,
     BaselineOutcome,
@@ -26,6 +27,7 @@ from baseline_operator.planner import (
     Reason,
     plan_namespace,
 )
+from baseline_operator.recent_writes import RecentWrites
 from baseline_operator.selection import selects
 from baseline_operator.spec import Mode
 from baseline_operator.status import NamespaceResult, ProblemEntry, State, build_status, same_status
@@ -58,6 +60,8 @@ class EngineSettings:
     status_interval: float = 0.5
     retry_initial: float = 0.5
     retry_max: float = 60.0
+    first_pass_patience: float = 60.0
+    """Write statuses after this long even if the first pass after start-up is not done."""
 
 
 @dataclass
@@ -84,7 +88,10 @@ class Engine:
         self._retries: dict[str, _Retry] = {}
         self._results: dict[str, dict[str, NamespaceResult]] = {}
         self._dirty_baselines: set[str] = set()
-        self.synced = asyncio.Event()
+        self._recent = RecentWrites()
+        # Until every namespace has been reconciled once after start-up, statuses are only partly
+        # known: writing them would flap Ready to Progressing and back on every restart.
+        self._first_pass: set[str] | None = None
 
     # -- input: events ---------------------------------------------------------------------------
 
@@ -167,22 +174,33 @@ class Engine:
 
     def _view_of(self, name: str) -> NamespaceView:
         assert self.view is not None  # noqa: S101 - handlers attach the caches before any event
+        recent = self._recent
         return NamespaceView(
             name=name,
-            namespace=self.view.namespace(name),
+            namespace=recent.one(("Namespace", "", name), self.view.namespace(name)),
             baselines=self.view.baselines(),
-            objects=self.view.objects(name),
-            default_service_account=self.view.default_service_account(name),
+            objects=recent.objects(name, self.view.objects(name)),
+            default_service_account=recent.one(
+                ("ServiceAccount", name, "default"), self.view.default_service_account(name)
+            ),
             cluster_roles=self.view.cluster_roles(),
         )
 
+    @property
+    def first_pass_done(self) -> bool:
+        return self._first_pass is not None and not self._first_pass
+
     async def reconcile(self, name: str) -> None:
+        if self._first_pass is None and self.view is not None:
+            self._first_pass = set(self.view.namespace_names())
         plan = plan_namespace(self._view_of(name), self.policy)
         failures = await self._execute(plan)
         retry = any(
             problem.reason == Reason.API_ERROR for problems in failures.values() for problem in problems
         )
         self._record(plan, failures)
+        if self._first_pass is not None:
+            self._first_pass.discard(name)
         if retry:
             self._retry_later(name)
         else:
@@ -206,17 +224,19 @@ class Engine:
     async def _run(self, action: Action) -> Problem | None:
         if isinstance(action, Delete):
             await self.api.delete(kube.KINDS[action.kind], action.namespace, action.name, uid=action.uid)
+            self._recent.deleted((action.kind, action.namespace, action.name), action.uid)
             return None
+        kind, metadata = action.body["kind"], action.body["metadata"]
+        key = (kind, metadata.get("namespace", ""), metadata["name"])
         if action.recreate and action.live_uid is not None:
             await self.api.delete(
-                kube.KINDS[action.body["kind"]],
-                action.body["metadata"]["namespace"],
-                action.body["metadata"]["name"],
-                uid=action.live_uid,
+                kube.KINDS[kind], metadata.get("namespace"), metadata["name"], uid=action.live_uid
             )
+            self._recent.deleted(key, action.live_uid)
         # A create must not take over an object of someone else's that appeared meanwhile: without
         # force, a conflicting field makes the apply fail instead.
-        await self.api.apply(action.body, force=not action.create_only_if_absent)
+        stored = await self.api.apply(action.body, force=not action.create_only_if_absent)
+        self._recent.wrote(key, observe_namespace(stored) if kind == "Namespace" else observe_object(stored))
         return None
 
     def _record(self, plan: NamespacePlan, failures: Mapping[str, list[Problem]]) -> None:
@@ -233,9 +253,13 @@ class Engine:
     # -- status ------------------------------------------------------------------------------------
 
     async def _write_statuses(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         while True:
             await asyncio.sleep(self.settings.status_interval)
             if self.view is None or not self._dirty_baselines:
+                continue
+            if not self.first_pass_done and loop.time() - started < self.settings.first_pass_patience:
                 continue
             dirty, self._dirty_baselines = self._dirty_baselines, set()
             baselines = {baseline.name: baseline for baseline in self.view.baselines()}
@@ -272,7 +296,8 @@ class Engine:
 
     async def _write_status(self, baseline: ObservedBaseline) -> None:
         status = self.status_of(baseline)
-        if same_status(status, baseline.status):
+        # The cached status is frozen (tuples for lists): thaw it, or `[] != ()` writes every time.
+        if same_status(status, thaw(baseline.status)):
             return
         await self.api.patch_status(kube.SECURITY_BASELINE, baseline.name, status)
 

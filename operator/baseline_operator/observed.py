@@ -57,6 +57,7 @@ class ObservedObject:
     owned: frozenset[Path] = frozenset()
     """Fields our field manager owns through server-side apply."""
     writers: tuple[ManagerEntry, ...] = ()
+    resource_version: str = ""
 
     @property
     def labels(self) -> Mapping[str, str]:
@@ -89,6 +90,7 @@ class ObservedNamespace:
     owned: frozenset[Path] = frozenset()
     """Label fields our field manager owns (the Pod Security labels we set)."""
     writers: tuple[ManagerEntry, ...] = ()
+    resource_version: str = ""
 
     @property
     def info(self) -> NamespaceInfo:
@@ -128,6 +130,7 @@ def observe_object(body: Mapping[str, Any]) -> ObservedObject:
         body=_frozen(thaw(kept)),
         owned=owned_paths(managed_fields, FIELD_MANAGER),
         writers=managers(managed_fields),
+        resource_version=str(metadata.get("resourceVersion", "")),
     )
 
 
@@ -143,6 +146,7 @@ def observe_namespace(body: Mapping[str, Any]) -> ObservedNamespace:
         created=metadata.get("creationTimestamp"),
         owned=owned_paths(managed_fields, FIELD_MANAGER),
         writers=managers(managed_fields),
+        resource_version=str(metadata.get("resourceVersion", "")),
     )
 
 

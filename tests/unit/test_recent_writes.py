@@ -1,0 +1,54 @@
+from baseline_operator.observed import ObservedObject
+from baseline_operator.recent_writes import RecentWrites
+
+
+def quota(rv: str, uid: str = "u1", pods: str = "1") -> ObservedObject:
+    return ObservedObject(
+        "ResourceQuota", "a", "baseline-quota", uid, {"spec": {"hard": {"pods": pods}}}, resource_version=rv
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_our_write_shows_until_the_watch_delivers_it() -> None:
+    recent = RecentWrites()
+    recent.wrote(("ResourceQuota", "a", "baseline-quota"), quota("10", pods="5"))
+    assert recent.objects("a", []) == [quota("10", pods="5")]  # the watch has nothing yet
+    assert recent.objects("a", [quota("9")]) == [quota("10", pods="5")]  # the watch is behind
+    assert recent.objects("a", [quota("10", pods="5")]) == [quota("10", pods="5")]
+    assert len(recent) == 0  # caught up: the cache rules again
+    assert recent.objects("a", [quota("11", pods="7")]) == [quota("11", pods="7")]
+
+
+def test_a_deletion_hides_the_object_until_the_watch_drops_it() -> None:
+    recent = RecentWrites()
+    recent.deleted(("ResourceQuota", "a", "baseline-quota"), "u1")
+    assert recent.objects("a", [quota("10")]) == []
+    assert recent.objects("a", [quota("12", uid="u2")]) == [quota("12", uid="u2")]  # re-created since
+    assert len(recent) == 0
+
+
+def test_entries_expire() -> None:
+    clock = Clock()
+    recent = RecentWrites(clock)
+    recent.wrote(("ResourceQuota", "a", "baseline-quota"), quota("10"))
+    clock.now = 31
+    assert recent.objects("a", []) == []
+    assert len(recent) == 0
+
+
+def test_one_object_of_someone_else_is_overlaid_too() -> None:
+    recent = RecentWrites()
+    written = ObservedObject(
+        "ServiceAccount", "a", "default", "sa", {"automountServiceAccountToken": False}, resource_version="5"
+    )
+    cached = ObservedObject("ServiceAccount", "a", "default", "sa", {}, resource_version="4")
+    recent.wrote(("ServiceAccount", "a", "default"), written)
+    assert recent.one(("ServiceAccount", "a", "default"), cached) is written
+    assert recent.objects("a", []) == []  # the ServiceAccount is not one of the namespace's managed objects

@@ -68,6 +68,32 @@ def build_parser() -> argparse.ArgumentParser:
         "[BASELINE_BACKSTOP_INTERVAL] (default: %(default)s)",
     )
     run.add_argument(
+        "--fight-repairs",
+        type=int,
+        default=int(_env("FIGHT_REPAIRS", "3")),
+        help="repairs of one object within --fight-window that make it a fight with another writer "
+        "[BASELINE_FIGHT_REPAIRS] (default: %(default)s)",
+    )
+    run.add_argument(
+        "--fight-window",
+        type=float,
+        default=float(_env("FIGHT_WINDOW", "60")),
+        help="seconds over which repairs are counted [BASELINE_FIGHT_WINDOW] (default: %(default)s)",
+    )
+    run.add_argument(
+        "--fight-backoff",
+        type=float,
+        default=float(_env("FIGHT_BACKOFF", "60")),
+        help="seconds repairs of a fought-over object first pause; doubled for each further fight, up "
+        "to 30 times this [BASELINE_FIGHT_BACKOFF] (default: %(default)s)",
+    )
+    run.add_argument(
+        "--events-namespace",
+        default=_env("EVENTS_NAMESPACE", "default"),
+        help="namespace of the Events about (cluster-scoped) SecurityBaselines "
+        "[BASELINE_EVENTS_NAMESPACE] (default: %(default)s)",
+    )
+    run.add_argument(
         "--liveness",
         default=_env("LIVENESS", "http://0.0.0.0:8081/healthz"),
         help="liveness endpoint URL [BASELINE_LIVENESS] (default: %(default)s)",
@@ -93,6 +119,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from baseline_operator import kube  # noqa: PLC0415
     from baseline_operator.engine import EngineSettings  # noqa: PLC0415
+    from baseline_operator.events import EventSettings  # noqa: PLC0415
+    from baseline_operator.fights import FightSettings  # noqa: PLC0415
     from baseline_operator.handlers import OperatorContext, build_registry  # noqa: PLC0415
     from baseline_operator.planner import Policy  # noqa: PLC0415
     from baseline_operator.selection import protected_namespaces  # noqa: PLC0415
@@ -107,7 +135,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     context = OperatorContext(
         api=kube.KubeApi.connect(max_in_flight=args.max_in_flight),
         policy=policy,
-        engine_settings=EngineSettings(workers=args.workers),
+        engine_settings=EngineSettings(
+            workers=args.workers,
+            fights=FightSettings(
+                max_repairs=args.fight_repairs,
+                window=args.fight_window,
+                initial_backoff=args.fight_backoff,
+                max_backoff=30 * args.fight_backoff,
+            ),
+        ),
+        event_settings=EventSettings(namespace=args.events_namespace),
         backstop_interval=args.backstop_interval,
     )
     asyncio.run(

@@ -178,10 +178,15 @@ def _fields_v1_paths(fields: Mapping[str, Any], prefix: Path) -> Iterator[Path]:
 
 
 def managers(managed_fields: Iterable[Mapping[str, Any]]) -> tuple[ManagerEntry, ...]:
-    """Every writer of the object, newest first."""
+    """Every writer of the object's main resource, newest first.
+
+    Writes to a subresource (the quota controller updating `status.used`, say) change nothing we set,
+    so they are left out: they would otherwise be named as the author of every drift.
+    """
     entries = [
         ManagerEntry(str(entry.get("manager", "unknown")), str(entry.get("operation", "")), entry.get("time"))
         for entry in managed_fields
+        if not entry.get("subresource")
     ]
     return tuple(sorted(entries, key=lambda entry: entry.time or "", reverse=True))
 

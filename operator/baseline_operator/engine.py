@@ -12,10 +12,22 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from baseline_operator import kube
+from baseline_operator.drift import (
+    MAX_RECENT_DRIFT,
+    DriftAction,
+    DriftRecord,
+    FindingKey,
+    established,
+    finding_key,
+    reported_in,
+)
+from baseline_operator.fights import Fight, FightSettings, FightTracker
 from baseline_operator.observed import observe_namespace, observe_object, thaw
 from baseline_operator.planner import (
     NON_BLOCKING,
@@ -35,6 +47,7 @@ from baseline_operator.status import NamespaceResult, ProblemEntry, State, build
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Mapping
 
+    from baseline_operator.fights import Key
     from baseline_operator.observed import ObservedBaseline, ObservedNamespace, ObservedObject
     from baseline_operator.planner import Action, Finding, NamespacePlan
 
@@ -52,6 +65,17 @@ class ClusterView(Protocol):
     def cluster_roles(self) -> frozenset[str]: ...
 
 
+class EventSink(Protocol):
+    """Where drift Events go (the rate-limited `events.EventRecorder`, or nowhere)."""
+
+    def warn(self, baseline: str, baseline_uid: str, reason: str, message: str) -> None: ...
+
+
+class _NoEvents:
+    def warn(self, baseline: str, baseline_uid: str, reason: str, message: str) -> None:
+        del baseline, baseline_uid, reason, message
+
+
 @dataclass(frozen=True)
 class EngineSettings:
     """How hard the engine works: concurrency, status debounce and retry back-off."""
@@ -62,6 +86,7 @@ class EngineSettings:
     retry_max: float = 60.0
     first_pass_patience: float = 60.0
     """Write statuses after this long even if the first pass after start-up is not done."""
+    fights: FightSettings = field(default_factory=FightSettings)
 
 
 @dataclass
@@ -77,7 +102,9 @@ class Engine:
     api: kube.KubeApi
     policy: Policy
     settings: EngineSettings = field(default_factory=EngineSettings)
+    events: EventSink = field(default_factory=_NoEvents)
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    monotonic: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
         self.view: ClusterView | None = None
@@ -92,6 +119,14 @@ class Engine:
         # Until every namespace has been reconciled once after start-up, statuses are only partly
         # known: writing them would flap Ready to Progressing and back on every restart.
         self._first_pass: set[str] | None = None
+        # Per namespace, per baseline: the generation last brought about there. Findings at that
+        # generation are drift; findings before it are the roll-out.
+        self._settled: dict[str, dict[str, int]] = {}
+        self._fights = FightTracker(self.settings.fights)
+        self._fight_owners: dict[Key, str] = {}
+        self._recent_drift: dict[str, deque[dict[str, Any]]] = {}
+        self._wakeups: dict[str, tuple[float, asyncio.TimerHandle]] = {}
+        self._last_sweep = 0.0
 
     # -- input: events ---------------------------------------------------------------------------
 
@@ -118,6 +153,9 @@ class Engine:
 
     def baseline_deleted(self, name: str) -> None:
         self._results.pop(name, None)
+        self._recent_drift.pop(name, None)
+        for per_baseline in self._settled.values():
+            per_baseline.pop(name, None)
         self._dirty_baselines.discard(name)
         self.enqueue_all()
 
@@ -138,6 +176,8 @@ class Engine:
             for retry in self._retries.values():
                 if retry.handle is not None:
                     retry.handle.cancel()
+            for _, handle in self._wakeups.values():
+                handle.cancel()
 
     async def _work(self) -> None:
         while True:
@@ -193,33 +233,71 @@ class Engine:
     async def reconcile(self, name: str) -> None:
         if self._first_pass is None and self.view is not None:
             self._first_pass = set(self.view.namespace_names())
-        plan = plan_namespace(self._view_of(name), self.policy)
-        failures = await self._execute(plan)
+        view = self._view_of(name)
+        plan = plan_namespace(view, self.policy)
+        now = self.monotonic()
+        drifting = self._drifting_baselines(plan, view)
+        actions, held = self._hold_fought(plan, now)
+        failures, done = await self._execute(actions)
+        records = self._repairs(done, drifting, now) + self._reports(plan, view, drifting)
+        self._record(plan, failures, held, now)
+        self._settle(plan, failures)
+        self._publish(records, view)
+        if view.namespace is None:
+            self._forget_namespace(name)
+        if now - self._last_sweep > self.settings.fights.window:
+            self._last_sweep = now
+            self._fights.sweep(now)
+        if self._first_pass is not None:
+            self._first_pass.discard(name)
         retry = any(
             problem.reason == Reason.API_ERROR for problems in failures.values() for problem in problems
         )
-        self._record(plan, failures)
-        if self._first_pass is not None:
-            self._first_pass.discard(name)
         if retry:
             self._retry_later(name)
         else:
             self._retries.pop(name, None)
 
-    async def _execute(self, plan: NamespacePlan) -> dict[str, list[Problem]]:
-        """Run the plan's writes concurrently; failures per baseline (other writes go on)."""
+    def _drifting_baselines(self, plan: NamespacePlan, view: NamespaceView) -> set[str]:
+        """Baselines whose findings here are drift, not roll-out."""
+        settled = self._settled.get(plan.namespace, {})
+        baselines = {baseline.name: baseline for baseline in view.baselines}
+        return {
+            name
+            for name in plan.outcomes
+            if name in baselines and established(baselines[name], view, settled.get(name))
+        }
+
+    def _hold_fought(
+        self, plan: NamespacePlan, now: float
+    ) -> tuple[list[Action], list[tuple[Action, Fight]]]:
+        """Split the plan's writes into those to make and those held back by a paused fight."""
+        actions: list[Action] = []
+        held: list[tuple[Action, Fight]] = []
+        for action in plan.actions:
+            fight = self._fights.fight(_key(action.finding), now)
+            if fight is not None and fight.paused(now):
+                held.append((action, fight))
+            else:
+                actions.append(action)
+        return actions, held
+
+    async def _execute(self, actions: Iterable[Action]) -> tuple[dict[str, list[Problem]], list[Action]]:
+        """Run the writes concurrently; failures per baseline (other writes go on), and what succeeded."""
+        actions = list(actions)
         failures: dict[str, list[Problem]] = {}
-        results = await asyncio.gather(
-            *(self._run(action) for action in plan.actions), return_exceptions=True
-        )
-        for action, result in zip(plan.actions, results, strict=True):
+        done: list[Action] = []
+        results = await asyncio.gather(*(self._run(action) for action in actions), return_exceptions=True)
+        for action, result in zip(actions, results, strict=True):
             if isinstance(result, BaseException):
                 if isinstance(result, asyncio.CancelledError):
                     raise result
                 failures.setdefault(action.baseline, []).append(_problem_for(action, result))
             elif result is not None:
                 failures.setdefault(action.baseline, []).append(result)
-        return failures
+            else:
+                done.append(action)
+        return failures, done
 
     async def _run(self, action: Action) -> Problem | None:
         if isinstance(action, Delete):
@@ -239,16 +317,153 @@ class Engine:
         self._recent.wrote(key, observe_namespace(stored) if kind == "Namespace" else observe_object(stored))
         return None
 
-    def _record(self, plan: NamespacePlan, failures: Mapping[str, list[Problem]]) -> None:
+    def _repairs(self, done: Iterable[Action], drifting: set[str], now: float) -> list[DriftRecord]:
+        """A record per drift repaired; the fight tracker hears of each repair and may pause the next."""
+        records: list[DriftRecord] = []
+        for action in done:
+            if action.baseline not in drifting:
+                continue
+            finding = action.finding
+            key = _key(finding)
+            fight = self._fights.repaired(key, now, finding.changed_by)
+            self._fight_owners[key] = action.baseline
+            if fight is None:
+                records.append(DriftRecord(action.baseline, finding, DriftAction.REPAIRED, self.now()))
+            else:
+                logger.warning(
+                    "%s %s/%s repaired too often; repairs paused for %.0f s",
+                    finding.kind,
+                    finding.namespace,
+                    finding.name,
+                    fight.backoff,
+                )
+                records.append(
+                    DriftRecord(
+                        action.baseline,
+                        finding,
+                        DriftAction.PAUSED,
+                        self.now(),
+                        other_writer=fight.other_writer,
+                        paused_for=fight.backoff,
+                    )
+                )
+        return records
+
+    def _reports(self, plan: NamespacePlan, view: NamespaceView, drifting: set[str]) -> list[DriftRecord]:
+        """A record per drift newly found that is only reported (Audit mode, or not ours to repair)."""
+        records: list[DriftRecord] = []
+        baselines = {baseline.name: baseline for baseline in view.baselines}
+        for name, outcome in plan.outcomes.items():
+            if name not in drifting:
+                continue
+            reported = self._reported(baselines[name], plan.namespace)
+            found = [*outcome.unrepairable, *(outcome.findings if outcome.mode is Mode.AUDIT else ())]
+            records += [
+                DriftRecord(name, finding, DriftAction.REPORTED, self.now())
+                for finding in found
+                if finding_key(finding) not in reported
+            ]
+        return records
+
+    def _reported(self, baseline: ObservedBaseline, namespace: str) -> frozenset[FindingKey]:
+        previous = self._results.get(baseline.name, {}).get(namespace)
+        if previous is not None:
+            return frozenset(
+                (entry.kind, entry.namespace, entry.name, entry.reason) for entry in previous.problems
+            )
+        # First look since start-up: what the stored status already shows was reported before.
+        return reported_in(baseline.status.get("problems") or (), namespace)
+
+    def _record(
+        self,
+        plan: NamespacePlan,
+        failures: Mapping[str, list[Problem]],
+        held: Iterable[tuple[Action, Fight]],
+        now: float,
+    ) -> None:
         for baseline, results in self._results.items():
             if baseline not in plan.outcomes and results.pop(plan.namespace, None) is not None:
                 self._dirty_baselines.add(baseline)
+        fighting: dict[str, list[ProblemEntry]] = {}
+        for action, fight in held:
+            fighting.setdefault(action.baseline, []).append(
+                _fighting_entry(action.finding, fight, self.now(), now)
+            )
+        fights = self._fights_in(plan.namespace, now)
         for baseline, outcome in plan.outcomes.items():
-            result = _result(outcome, failures.get(baseline, []))
+            result = _result(
+                outcome, failures.get(baseline, []), fighting.get(baseline, []), fights.get(baseline, [])
+            )
             per_namespace = self._results.setdefault(baseline, {})
             if per_namespace.get(plan.namespace) != result:
                 per_namespace[plan.namespace] = result
                 self._dirty_baselines.add(baseline)
+
+    def _fights_in(self, namespace: str, now: float) -> dict[str, list[str]]:
+        """Per baseline, the fights over objects of this namespace; wake up when one changes state."""
+        found: dict[str, list[str]] = {}
+        for fight in self._fights.fights(now):
+            if fight.key[1] != namespace:
+                continue
+            owner = self._fight_owners.get(fight.key)
+            if owner is None:
+                continue
+            kind, _, name = fight.key
+            found.setdefault(owner, []).append(
+                f"{kind} {namespace}/{name} with {fight.other_writer or 'an unnamed writer'}"
+            )
+            self._wake(namespace, fight.paused_until if fight.paused(now) else fight.probation_until, now)
+        return found
+
+    def _wake(self, namespace: str, at: float, now: float) -> None:
+        """Reconcile `namespace` again at monotonic time `at` (a pause ends, a probation ends)."""
+        scheduled = self._wakeups.get(namespace)
+        if scheduled is not None and scheduled[0] <= at:
+            return
+        if scheduled is not None:
+            scheduled[1].cancel()
+
+        def fire() -> None:
+            self._wakeups.pop(namespace, None)
+            self.enqueue(namespace)
+
+        handle = asyncio.get_running_loop().call_later(max(0.0, at - now) + 0.05, fire)
+        self._wakeups[namespace] = (at, handle)
+
+    def _settle(self, plan: NamespacePlan, failures: Mapping[str, list[Problem]]) -> None:
+        settled = self._settled.setdefault(plan.namespace, {})
+        for baseline in list(settled):
+            if baseline not in plan.outcomes:
+                del settled[baseline]
+        for baseline, outcome in plan.outcomes.items():
+            if not outcome.failed and baseline not in failures:
+                settled[baseline] = outcome.generation
+        if not settled:
+            del self._settled[plan.namespace]
+
+    def _publish(self, records: Iterable[DriftRecord], view: NamespaceView) -> None:
+        """Events and the status's recent-drift list for each drift."""
+        baselines = {baseline.name: baseline for baseline in view.baselines}
+        for record in records:
+            baseline = baselines.get(record.baseline)
+            if baseline is None:
+                continue
+            self.events.warn(baseline.name, baseline.uid, record.event_reason.value, record.message())
+            recent = self._recent_drift.get(baseline.name)
+            if recent is None:
+                stored = thaw(baseline.status.get("recentDrift") or [])
+                recent = self._recent_drift[baseline.name] = deque(stored, maxlen=MAX_RECENT_DRIFT)
+            recent.appendleft(record.as_status())
+            self._dirty_baselines.add(baseline.name)
+
+    def _forget_namespace(self, name: str) -> None:
+        self._settled.pop(name, None)
+        self._fights.forget_namespace(name)
+        for key in [key for key in self._fight_owners if key[1] == name]:
+            del self._fight_owners[key]
+        scheduled = self._wakeups.pop(name, None)
+        if scheduled is not None:
+            scheduled[1].cancel()
 
     # -- status ------------------------------------------------------------------------------------
 
@@ -285,6 +500,7 @@ class Engine:
                     and selects(baseline.spec, name, namespace.labels, self.policy.protected_namespaces)
                 ):
                     matched.append(name)
+        recent = self._recent_drift.get(baseline.name)
         return build_status(
             generation=baseline.generation,
             spec_error=str(baseline.error) if baseline.error is not None else None,
@@ -292,6 +508,9 @@ class Engine:
             results=self._results.get(baseline.name, {}),
             previous=baseline.status,
             now=self.now(),
+            recent_drift=list(recent)
+            if recent is not None
+            else thaw(baseline.status.get("recentDrift") or []),
         )
 
     async def _write_status(self, baseline: ObservedBaseline) -> None:
@@ -330,22 +549,51 @@ def _problem_for(action: Action, error: BaseException) -> Problem:
     )
 
 
-def _result(outcome: BaselineOutcome, failures: Iterable[Problem]) -> NamespaceResult:
+def _key(finding: Finding) -> Key:
+    return (finding.kind, finding.namespace, finding.name)
+
+
+def _result(
+    outcome: BaselineOutcome,
+    failures: Iterable[Problem],
+    fighting: Iterable[ProblemEntry],
+    fights: Iterable[str],
+) -> NamespaceResult:
     problems = [*outcome.problems, *failures]
+    fighting = list(fighting)
     entries = [
         ProblemEntry(p.namespace, p.kind, p.name, p.section, p.reason.value, p.message) for p in problems
     ]
+    entries += fighting
+    entries += [_finding_entry(finding) for finding in outcome.unrepairable]
     if outcome.mode is Mode.AUDIT:
         entries += [_finding_entry(finding) for finding in outcome.findings]
     if any(problem.reason not in NON_BLOCKING for problem in problems):
         state = State.ERROR
-    elif outcome.mode is Mode.AUDIT and outcome.findings:
+    elif fighting or outcome.unrepairable or (outcome.mode is Mode.AUDIT and outcome.findings):
         state = State.DRIFTED
     elif outcome.lost_sections:
         state = State.CONFLICT
     else:
         state = State.COMPLIANT
-    return NamespaceResult(outcome.generation, state, tuple(entries))
+    return NamespaceResult(outcome.generation, state, tuple(entries), tuple(fights))
+
+
+def _fighting_entry(finding: Finding, fight: Fight, wall_now: dt.datetime, now: float) -> ProblemEntry:
+    resume = wall_now + dt.timedelta(seconds=max(0.0, fight.paused_until - now))
+    writer = fight.other_writer or "another writer"
+    return ProblemEntry(
+        finding.namespace,
+        finding.kind,
+        finding.name,
+        finding.section,
+        Reason.FIGHTING.value,
+        f"{finding.kind} {finding.name} keeps being changed by {writer}; repairs are paused until "
+        f"{resume.astimezone(dt.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')} and the drift is only reported",
+        finding.fields(),
+        fight.other_writer,
+        finding.since,
+    )
 
 
 def _finding_entry(finding: Finding) -> ProblemEntry:

@@ -18,6 +18,7 @@ import kopf
 from baseline_operator import kube
 from baseline_operator.builders.common import MANAGED_BY_LABEL, MANAGED_BY_VALUE, NAME_PREFIX
 from baseline_operator.engine import Engine, EngineSettings
+from baseline_operator.events import EventRecorder, EventSettings
 from baseline_operator.observed import (
     ObservedBaseline,
     ObservedNamespace,
@@ -43,6 +44,7 @@ class OperatorContext:
     policy: Policy
     engine_settings: EngineSettings
     backstop_interval: float
+    event_settings: EventSettings = field(default_factory=EventSettings)
     engine: Engine | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     generations: dict[str, tuple[str, int]] = field(default_factory=dict)
@@ -110,9 +112,11 @@ def _register_lifecycle(registry: kopf.OperatorRegistry) -> None:
         settings.posting.enabled = False  # our own Events, rate-limited, say what happened
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
-        engine = Engine(memo.api, memo.policy, memo.engine_settings)
+        events = EventRecorder(memo.api, memo.event_settings)
+        engine = Engine(memo.api, memo.policy, memo.engine_settings, events=events)
         engine.attach(KopfView(kwargs))
         memo.engine = engine
+        memo.tasks.append(asyncio.create_task(events.run(), name="events"))
         memo.tasks.append(asyncio.create_task(engine.run(), name="engine"))
         memo.tasks.append(asyncio.create_task(_backstop(engine, memo.backstop_interval), name="backstop"))
 

@@ -135,6 +135,8 @@ class BaselineOutcome:
     findings: list[Finding] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     lost_sections: list[Section] = field(default_factory=list)
+    unrepairable: list[Finding] = field(default_factory=list)
+    """Drift the operator must not repair: objects labelled as its own that it never wrote."""
 
     @property
     def failed(self) -> bool:
@@ -450,11 +452,14 @@ def _prunes(
     for live in view.objects:
         if (live.kind, live.name) in desired or live.baseline in kept_baselines:
             continue
-        if not live.managed_by_us:
-            continue  # labelled as ours by someone else: never deleted
         section = live.labels.get(SECTION_LABEL, "")
         finding = Finding(live.kind, namespace.name, live.name, section, Reason.UNEXPECTED)
         owner = live.baseline or ""
+        if not live.managed_by_us:
+            # Labelled as ours by someone else: drift to report, but never deleted.
+            if live.labelled_ours and owner in outcomes:
+                outcomes[owner].unrepairable.append(finding)
+            continue
         if owner in outcomes:
             outcomes[owner].findings.append(finding)
         actions.append(Delete(live.kind, namespace.name, live.name, live.uid, owner, finding))

@@ -14,12 +14,13 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, Sequence
 
 MAX_PROBLEMS = 20
 _MAX_MESSAGE = 300
 _MAX_FIELDS = 10
 _MAX_FIELD_TEXT = 256  # the CRD's limits on status.problems[].fields
+_FIGHTS_NAMED = 3
 
 
 class State(StrEnum):
@@ -70,6 +71,8 @@ class NamespaceResult:
     generation: int
     state: State
     problems: tuple[ProblemEntry, ...] = ()
+    fights: tuple[str, ...] = ()
+    """Objects fought over with another writer, e.g. `NetworkPolicy team-a/x with argocd-controller`."""
 
 
 def build_status(
@@ -80,8 +83,9 @@ def build_status(
     results: Mapping[str, NamespaceResult],
     previous: Mapping[str, Any],
     now: dt.datetime,
+    recent_drift: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The full status object for a baseline."""
+    """The full status object for a baseline; `recent_drift` is newest first, already bounded."""
     matched_names = sorted(matched)
     current = {
         name: results[name]
@@ -113,15 +117,8 @@ def build_status(
         if counts[State.DRIFTED]
         else ("False", "NoDrift", "every reconciled namespace matches the baseline")
     )
-    conflict = (
-        (
-            "True",
-            "SectionConflict",
-            f"{counts[State.CONFLICT]} namespaces: a section is set by a baseline of higher precedence",
-        )
-        if counts[State.CONFLICT]
-        else ("False", "NoConflict", "no section is contested")
-    )
+    fights = [fight for name in sorted(current) for fight in current[name].fights]
+    conflict = _conflict(fights, counts[State.CONFLICT])
     previous_conditions = {condition.get("type"): condition for condition in previous.get("conditions") or []}
     conditions = [
         _condition(kind, values, generation, previous_conditions.get(kind), now)
@@ -136,7 +133,28 @@ def build_status(
         "errorNamespaces": counts[State.ERROR],
         "conditions": conditions,
         "problems": [problem.as_status() for problem in problems[:MAX_PROBLEMS]],
+        "recentDrift": [dict(entry) for entry in recent_drift],
     }
+
+
+def _conflict(fights: Sequence[str], contested: int) -> tuple[str, str, str]:
+    if fights:
+        listed = "; ".join(fights[:_FIGHTS_NAMED]) + ("; ..." if len(fights) > _FIGHTS_NAMED else "")
+        return (
+            "True",
+            "DriftFight",
+            (
+                f"another writer keeps changing {len(fights)} objects, so their repairs are paused or "
+                f"on probation: {listed}"
+            ),
+        )
+    if contested:
+        return (
+            "True",
+            "SectionConflict",
+            f"{contested} namespaces: a section is set by a baseline of higher precedence",
+        )
+    return ("False", "NoConflict", "no section is contested and no object is fought over")
 
 
 def _summary(matched: int, counts: Mapping[State, int]) -> str:
@@ -183,4 +201,5 @@ def _comparable(status: Mapping[str, Any]) -> Any:
         for condition in status.get("conditions") or []
     ]
     result.setdefault("problems", [])
+    result.setdefault("recentDrift", [])
     return result

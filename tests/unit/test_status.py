@@ -67,3 +67,25 @@ def test_transition_time_is_kept_while_the_condition_holds() -> None:
     )
     assert later == first
     assert same_status(later, first)
+
+
+def test_a_fight_raises_conflict_naming_the_other_writer_and_recent_drift_is_kept() -> None:
+    fight = "NetworkPolicy a/baseline-default-deny with argocd-controller"
+    results = {
+        "a": NamespaceResult(1, State.DRIFTED, fights=(fight,)),
+        "c": NamespaceResult(1, State.CONFLICT),
+    }
+    recent = [{"namespace": "a", "kind": "NetworkPolicy", "action": "RepairPaused"}]
+    status = build_status(
+        generation=1,
+        spec_error=None,
+        matched=results,
+        results=results,
+        previous={},
+        now=NOW,
+        recent_drift=recent,
+    )
+    conflict = next(c for c in status["conditions"] if c["type"] == "Conflict")
+    assert (conflict["status"], conflict["reason"]) == ("True", "DriftFight")
+    assert fight in conflict["message"]
+    assert status["recentDrift"] == recent

@@ -9,7 +9,7 @@ it last settled. After a restart that memory is empty, so the stored status stan
 (or a Pod Security label or token setting we own) says this namespace got it.
 
 Each drift becomes one `DriftRecord`: what was found, what was done about it (repaired, reported,
-repair paused because of a fight, repair failed) and who changed the object, as far as the API says.
+or repair paused because of a fight) and who changed the object, as far as the API says.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ class DriftAction(StrEnum):
     REPAIRED = "Repaired"
     REPORTED = "Reported"
     PAUSED = "RepairPaused"
-    FAILED = "RepairFailed"
 
 
 class EventReason(StrEnum):
@@ -95,8 +94,9 @@ class DriftRecord:
         done = {
             DriftAction.REPAIRED: "restored",
             DriftAction.REPORTED: "reported only (Audit mode)",
-            DriftAction.FAILED: "repair failed; retrying",
-            DriftAction.PAUSED: f"restored, but repaired too often: repairs paused for {self.paused_for:.0f}s",
+            DriftAction.PAUSED: (
+                f"restored, but repaired too often: repairs paused for {self.paused_for:.0f}s"
+            ),
         }[self.action]
         if finding.reason is Reason.UNEXPECTED and self.action is DriftAction.REPORTED:
             done = "reported only (not written by the operator, so never deleted)"

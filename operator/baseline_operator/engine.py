@@ -436,7 +436,8 @@ class Engine:
             if baseline not in plan.outcomes:
                 del settled[baseline]
         for baseline, outcome in plan.outcomes.items():
-            if not outcome.failed and baseline not in failures:
+            # Only a baseline fully brought about is settled: what it writes later is no drift.
+            if not outcome.failed and not outcome.waiting and baseline not in failures:
                 settled[baseline] = outcome.generation
         if not settled:
             del self._settled[plan.namespace]

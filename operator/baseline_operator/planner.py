@@ -136,6 +136,8 @@ class BaselineOutcome:
     problems: list[Problem] = field(default_factory=list)
     lost_sections: list[Section] = field(default_factory=list)
     unrepairable: list[Finding] = field(default_factory=list)
+    waiting: bool = False
+    """Something wanted cannot be written yet (the default ServiceAccount does not exist yet)."""
     """Drift the operator must not repair: objects labelled as its own that it never wrote."""
 
     @property
@@ -284,7 +286,9 @@ def _action_for(
     elif kind == "ServiceAccount":
         account = view.default_service_account
         if account is None:
-            return None  # the ServiceAccount controller creates it in a moment; its event brings us back
+            # The ServiceAccount controller creates it in a moment; its event brings us back.
+            outcome.waiting = True
+            return None
         live = _Live(thaw(account.body), account.uid, account.owned, account.writers)
     else:
         found = live_by_key.get((kind, name))

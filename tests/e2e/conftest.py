@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 from kubernetes import client, config
-from support import OPERATOR_USER, OperatorProcess, eventually, new_operator
+from support import GROUP, OPERATOR_USER, PLURAL, VERSION, Cluster, OperatorProcess, eventually, new_operator
 
 from localcluster import LocalCluster
 
@@ -68,7 +68,6 @@ def namespace(make_namespace: Callable[..., str]) -> str:
 
 
 REPO = Path(__file__).resolve().parents[2]
-GROUP, VERSION, PLURAL = "baseline.dev", "v1alpha1", "securitybaselines"
 
 
 @pytest.fixture(scope="session")
@@ -140,3 +139,13 @@ def make_baseline(custom: client.CustomObjectsApi, crd: None) -> Iterator[Callab
         except client.ApiException as error:
             if error.status != 404:
                 raise
+
+
+@pytest.fixture
+def kube(api: client.ApiClient) -> Cluster:
+    return Cluster(api)
+
+
+@pytest.fixture
+def label() -> str:
+    return uuid.uuid4().hex[:10]

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from kubernetes import client
-from support import eventually, writes
+from support import FULL_SET, GROUP, PLURAL, PSA, VERSION, Cluster, eventually, full_spec, writes
 
 from localcluster.binaries import KUBERNETES
 
@@ -21,107 +20,6 @@ if TYPE_CHECKING:
     from localcluster import LocalCluster
 
 pytestmark = pytest.mark.usefixtures("operator")
-
-GROUP, VERSION, PLURAL = "baseline.dev", "v1alpha1", "securitybaselines"
-MANAGED = "app.kubernetes.io/managed-by=baseline-operator"
-PSA = "pod-security.kubernetes.io/enforce"
-
-
-def full_spec(label: str, **overrides: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "namespaceSelector": {"matchLabels": {"e2e": label}},
-        "networkPolicy": {"defaultDeny": {"ingress": True, "egress": True}, "allowDNS": True},
-        "limitRange": {
-            "default": {"cpu": "500m", "memory": "512Mi"},
-            "defaultRequest": {"cpu": "100m", "memory": "128Mi"},
-        },
-        "resourceQuota": {"hard": {"pods": "20", "requests.cpu": "4"}},
-        "rbac": {
-            "roleBindings": [
-                {
-                    "name": "team-view",
-                    "clusterRole": "view",
-                    "subjects": [{"kind": "Group", "name": "team-${namespace}"}],
-                }
-            ],
-            "defaultServiceAccount": {"automountToken": False},
-        },
-        "podSecurity": {"enforce": "restricted", "warn": "restricted"},
-    }
-    spec.update(overrides)
-    return spec
-
-
-class Cluster:
-    """Reads of what a user checks with kubectl."""
-
-    def __init__(self, api: client.ApiClient) -> None:
-        self.core = client.CoreV1Api(api)
-        self.networking = client.NetworkingV1Api(api)
-        self.rbac = client.RbacAuthorizationV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
-
-    def managed(self, namespace: str) -> set[str]:
-        """`Kind/name` of every object labelled as ours in the namespace."""
-        found = {
-            f"NetworkPolicy/{o.metadata.name}"
-            for o in self.networking.list_namespaced_network_policy(namespace, label_selector=MANAGED).items
-        }
-        found |= {
-            f"LimitRange/{o.metadata.name}"
-            for o in self.core.list_namespaced_limit_range(namespace, label_selector=MANAGED).items
-        }
-        found |= {
-            f"ResourceQuota/{o.metadata.name}"
-            for o in self.core.list_namespaced_resource_quota(namespace, label_selector=MANAGED).items
-        }
-        found |= {
-            f"RoleBinding/{o.metadata.name}"
-            for o in self.rbac.list_namespaced_role_binding(namespace, label_selector=MANAGED).items
-        }
-        return found
-
-    def labels(self, namespace: str) -> dict[str, str]:
-        return self.core.read_namespace(namespace).metadata.labels or {}
-
-    def automount(self, namespace: str) -> bool | None:
-        return self.core.read_namespaced_service_account("default", namespace).automount_service_account_token
-
-    def baseline(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
-        return result
-
-    def condition(self, name: str, kind: str) -> dict[str, Any] | None:
-        conditions = self.baseline(name).get("status", {}).get("conditions", [])
-        return next((c for c in conditions if c["type"] == kind), None)
-
-    def ready(self, name: str) -> bool:
-        condition = self.condition(name, "Ready")
-        status = self.baseline(name).get("status", {})
-        return bool(
-            condition
-            and condition["status"] == "True"
-            and status.get("observedGeneration") == self.baseline(name)["metadata"]["generation"]
-        )
-
-
-FULL_SET = {
-    "NetworkPolicy/baseline-default-deny",
-    "NetworkPolicy/baseline-allow-dns",
-    "LimitRange/baseline-limits",
-    "ResourceQuota/baseline-quota",
-    "RoleBinding/baseline-team-view",
-}
-
-
-@pytest.fixture
-def kube(api: client.ApiClient) -> Cluster:
-    return Cluster(api)
-
-
-@pytest.fixture
-def label() -> str:
-    return uuid.uuid4().hex[:10]
 
 
 def test_selected_namespaces_get_the_baseline_and_others_nothing(

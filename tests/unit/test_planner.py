@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cluster_records import FULL, POLICY, account, baseline, converged, namespace, view
+from cluster_records import FULL, POLICY, ROLES, account, baseline, converged, namespace, view
 
 from baseline_operator.observed import ObservedObject
 from baseline_operator.planner import Apply, Delete, NamespaceView, Reason, plan_namespace
@@ -256,3 +256,10 @@ def test_an_object_labelled_as_a_baselines_but_not_written_by_us_is_unrepairable
         "allow-everything",
         Reason.UNEXPECTED,
     )
+
+
+def test_a_namespace_whose_default_service_account_is_not_there_yet_is_waiting() -> None:
+    ns = namespace()
+    plan = plan_namespace(NamespaceView(ns.name, ns, [baseline("org", FULL)], [], None, ROLES), POLICY)
+    assert "Apply:ServiceAccount" not in kinds(plan.actions)
+    assert plan.outcomes["org"].waiting  # so its later write is roll-out, not drift

@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed ## Create .venv with the operator and its dev tools
 
 .PHONY: controlplane
-controlplane: setup ## Build etcd, kube-apiserver, kube-controller-manager, kubectl (cached per machine)
+controlplane: setup ## Build etcd, kube-apiserver, kube-controller-manager, kubectl, prometheus, promtool (cached)
 	@echo "==> control-plane binaries (cold build: several minutes on 2 cores, then cached)"
 	@$(BIN)/baseline-localcluster build
 

@@ -94,6 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
         "[BASELINE_EVENTS_NAMESPACE] (default: %(default)s)",
     )
     run.add_argument(
+        "--metrics-address",
+        default=_env("METRICS_ADDRESS", "0.0.0.0:8080"),
+        help="host:port of the Prometheus /metrics endpoint, empty to turn it off "
+        "[BASELINE_METRICS_ADDRESS] (default: %(default)s)",
+    )
+    run.add_argument(
+        "--metrics-without-namespace",
+        action="store_true",
+        default=_env("METRICS_WITHOUT_NAMESPACE", "") in {"1", "true"},
+        help="drop the namespace label of the drifted-objects gauge, for very large clusters "
+        "[BASELINE_METRICS_WITHOUT_NAMESPACE=true]",
+    )
+    run.add_argument(
         "--liveness",
         default=_env("LIVENESS", "http://0.0.0.0:8081/healthz"),
         help="liveness endpoint URL [BASELINE_LIVENESS] (default: %(default)s)",
@@ -122,6 +135,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from baseline_operator.events import EventSettings  # noqa: PLC0415
     from baseline_operator.fights import FightSettings  # noqa: PLC0415
     from baseline_operator.handlers import OperatorContext, build_registry  # noqa: PLC0415
+    from baseline_operator.metrics import MetricsRecorder  # noqa: PLC0415
     from baseline_operator.planner import Policy  # noqa: PLC0415
     from baseline_operator.selection import protected_namespaces  # noqa: PLC0415
 
@@ -132,8 +146,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             role.strip() for role in args.allowed_cluster_roles.split(",") if role.strip()
         ),
     )
+    metrics = MetricsRecorder(with_namespace=not args.metrics_without_namespace)
+    if args.metrics_address:
+        metrics.serve(args.metrics_address)
     context = OperatorContext(
-        api=kube.KubeApi.connect(max_in_flight=args.max_in_flight),
+        api=kube.KubeApi.connect(max_in_flight=args.max_in_flight, observe=metrics.api_request),
+        metrics=metrics,
         policy=policy,
         engine_settings=EngineSettings(
             workers=args.workers,

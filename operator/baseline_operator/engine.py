@@ -28,6 +28,7 @@ from baseline_operator.drift import (
     reported_in,
 )
 from baseline_operator.fights import Fight, FightSettings, FightTracker
+from baseline_operator.metrics import MetricsRecorder
 from baseline_operator.observed import observe_namespace, observe_object, thaw
 from baseline_operator.planner import (
     NON_BLOCKING,
@@ -103,6 +104,7 @@ class Engine:
     policy: Policy
     settings: EngineSettings = field(default_factory=EngineSettings)
     events: EventSink = field(default_factory=_NoEvents)
+    metrics: MetricsRecorder = field(default_factory=MetricsRecorder)
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     monotonic: Callable[[], float] = time.monotonic
 
@@ -127,6 +129,12 @@ class Engine:
         self._recent_drift: dict[str, deque[dict[str, Any]]] = {}
         self._wakeups: dict[str, tuple[float, asyncio.TimerHandle]] = {}
         self._last_sweep = 0.0
+        # For the latency histograms: when a namespace was first enqueued since its last reconcile,
+        # and, for namespaces created after start-up, when they were first seen.
+        self._waiting_since: dict[str, float] = {}
+        self._known: set[str] = set()
+        self._awaiting_ready: dict[str, float] = {}
+        self._started_at = self.now()
 
     # -- input: events ---------------------------------------------------------------------------
 
@@ -135,6 +143,7 @@ class Engine:
 
     def enqueue(self, namespace: str) -> None:
         """Reconcile this namespace soon (once, however many events arrive meanwhile)."""
+        self._waiting_since.setdefault(namespace, self.monotonic())
         if namespace in self._active:
             self._again.add(namespace)
         elif namespace not in self._queued:
@@ -152,6 +161,7 @@ class Engine:
         self.enqueue_all()
 
     def baseline_deleted(self, name: str) -> None:
+        self.metrics.forget_baseline(name)
         self._results.pop(name, None)
         self._recent_drift.pop(name, None)
         for per_baseline in self._settled.values():
@@ -233,9 +243,11 @@ class Engine:
     async def reconcile(self, name: str) -> None:
         if self._first_pass is None and self.view is not None:
             self._first_pass = set(self.view.namespace_names())
-        view = self._view_of(name)
-        plan = plan_namespace(view, self.policy)
         now = self.monotonic()
+        waiting_since = self._waiting_since.pop(name, now)
+        view = self._view_of(name)
+        self._note_new(name, view, waiting_since)
+        plan = plan_namespace(view, self.policy)
         drifting = self._drifting_baselines(plan, view)
         actions, held = self._hold_fought(plan, now)
         failures, done = await self._execute(actions)
@@ -243,6 +255,7 @@ class Engine:
         self._record(plan, failures, held, now)
         self._settle(plan, failures)
         self._publish(records, view)
+        self._measure(plan, failures, records, started=now, waiting_since=waiting_since)
         if view.namespace is None:
             self._forget_namespace(name)
         if now - self._last_sweep > self.settings.fights.window:
@@ -257,6 +270,46 @@ class Engine:
             self._retry_later(name)
         else:
             self._retries.pop(name, None)
+
+    def _note_new(self, name: str, view: NamespaceView, seen: float) -> None:
+        """Start the created -> applied clock for a namespace created since start-up."""
+        if name in self._known or view.namespace is None:
+            return
+        self._known.add(name)
+        created = view.namespace.created
+        # creationTimestamp has whole seconds: a namespace stamped in the second we started counts as new.
+        if created and dt.datetime.fromisoformat(created) >= self._started_at.replace(microsecond=0):
+            self._awaiting_ready[name] = seen
+
+    def _measure(
+        self,
+        plan: NamespacePlan,
+        failures: Mapping[str, list[Problem]],
+        records: Iterable[DriftRecord],
+        *,
+        started: float,
+        waiting_since: float,
+    ) -> None:
+        done = self.monotonic()
+        self.metrics.reconcile_duration.observe(done - started)
+        for record in records:
+            kind = record.finding.kind
+            self.metrics.drift_found(record.baseline, kind, record.finding.reason.value)
+            if record.action in {DriftAction.REPAIRED, DriftAction.PAUSED}:
+                self.metrics.repaired(record.baseline, kind, done - waiting_since)
+            if record.action is DriftAction.PAUSED:
+                self.metrics.fight(record.baseline, kind)
+        for problems in failures.values():
+            for problem in problems:
+                self.metrics.reconcile_error(problem.reason.value)
+        seen = self._awaiting_ready.get(plan.namespace)
+        if seen is None:
+            return
+        if not plan.outcomes:
+            del self._awaiting_ready[plan.namespace]  # selected by no baseline: nothing to apply
+        elif not failures and not any(o.failed or o.waiting for o in plan.outcomes.values()):
+            del self._awaiting_ready[plan.namespace]
+            self.metrics.namespace_ready_latency.observe(done - seen)
 
     def _drifting_baselines(self, plan: NamespacePlan, view: NamespaceView) -> set[str]:
         """Baselines whose findings here are drift, not roll-out."""
@@ -384,6 +437,7 @@ class Engine:
         for baseline, results in self._results.items():
             if baseline not in plan.outcomes and results.pop(plan.namespace, None) is not None:
                 self._dirty_baselines.add(baseline)
+                self.metrics.drifted(baseline, plan.namespace, {})
         fighting: dict[str, list[ProblemEntry]] = {}
         for action, fight in held:
             fighting.setdefault(action.baseline, []).append(
@@ -398,6 +452,7 @@ class Engine:
             if per_namespace.get(plan.namespace) != result:
                 per_namespace[plan.namespace] = result
                 self._dirty_baselines.add(baseline)
+                self.metrics.drifted(baseline, plan.namespace, _drifted_by_kind(result))
 
     def _fights_in(self, namespace: str, now: float) -> dict[str, list[str]]:
         """Per baseline, the fights over objects of this namespace; wake up when one changes state."""
@@ -458,6 +513,9 @@ class Engine:
             self._dirty_baselines.add(baseline.name)
 
     def _forget_namespace(self, name: str) -> None:
+        self.metrics.forget_namespace(name)
+        self._known.discard(name)
+        self._awaiting_ready.pop(name, None)
         self._settled.pop(name, None)
         self._fights.forget_namespace(name)
         for key in [key for key in self._fight_owners if key[1] == name]:
@@ -516,6 +574,14 @@ class Engine:
 
     async def _write_status(self, baseline: ObservedBaseline) -> None:
         status = self.status_of(baseline)
+        counts = {
+            State.COMPLIANT: status["compliantNamespaces"],
+            State.DRIFTED: status["driftedNamespaces"],
+            State.CONFLICT: status["conflictNamespaces"],
+            State.ERROR: status["errorNamespaces"],
+        }
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status["conditions"])
+        self.metrics.baseline_state(baseline.name, counts, ready=ready)
         # The cached status is frozen (tuples for lists): thaw it, or `[] != ()` writes every time.
         if same_status(status, thaw(baseline.status)):
             return
@@ -548,6 +614,19 @@ def _problem_for(action: Action, error: BaseException) -> Problem:
         finding.kind,
         finding.name,
     )
+
+
+_DRIFT_REASONS = frozenset(
+    {Reason.MISSING.value, Reason.MODIFIED.value, Reason.UNEXPECTED.value, Reason.FIGHTING.value}
+)
+
+
+def _drifted_by_kind(result: NamespaceResult) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for entry in result.problems:
+        if entry.reason in _DRIFT_REASONS:
+            counts[entry.kind] = counts.get(entry.kind, 0) + 1
+    return counts
 
 
 def _key(finding: Finding) -> Key:

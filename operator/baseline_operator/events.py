@@ -78,6 +78,7 @@ class EventRecorder:
         settings: EventSettings | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        on_suppressed: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings or EventSettings()
         self._api = api
@@ -85,6 +86,7 @@ class EventRecorder:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(self.settings.queue_size)
         self._suppressed: dict[tuple[str, str], int] = {}
         self._instance = socket.gethostname()
+        self._on_suppressed = on_suppressed
         self.posted = 0
 
     def warn(self, baseline: str, baseline_uid: str, reason: str, message: str) -> None:
@@ -105,6 +107,7 @@ class EventRecorder:
     def _suppress(self, pending: _Pending) -> None:
         key = (pending.baseline, pending.baseline_uid)
         self._suppressed[key] = self._suppressed.get(key, 0) + 1
+        self._on_suppressed()
 
     async def run(self, summary_interval: float = 10.0) -> None:
         """Post queued Events until cancelled; summarise suppressed ones every `summary_interval`."""

@@ -19,6 +19,7 @@ from baseline_operator import kube
 from baseline_operator.builders.common import MANAGED_BY_LABEL, MANAGED_BY_VALUE, NAME_PREFIX
 from baseline_operator.engine import Engine, EngineSettings
 from baseline_operator.events import EventRecorder, EventSettings
+from baseline_operator.metrics import MetricsRecorder
 from baseline_operator.observed import (
     ObservedBaseline,
     ObservedNamespace,
@@ -45,6 +46,7 @@ class OperatorContext:
     engine_settings: EngineSettings
     backstop_interval: float
     event_settings: EventSettings = field(default_factory=EventSettings)
+    metrics: MetricsRecorder = field(default_factory=MetricsRecorder)
     engine: Engine | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     generations: dict[str, tuple[str, int]] = field(default_factory=dict)
@@ -112,8 +114,10 @@ def _register_lifecycle(registry: kopf.OperatorRegistry) -> None:
         settings.posting.enabled = False  # our own Events, rate-limited, say what happened
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
-        events = EventRecorder(memo.api, memo.event_settings)
-        engine = Engine(memo.api, memo.policy, memo.engine_settings, events=events)
+        events = EventRecorder(
+            memo.api, memo.event_settings, on_suppressed=memo.metrics.events_suppressed.inc
+        )
+        engine = Engine(memo.api, memo.policy, memo.engine_settings, events=events, metrics=memo.metrics)
         engine.attach(KopfView(kwargs))
         memo.engine = engine
         memo.tasks.append(asyncio.create_task(events.run(), name="events"))

@@ -80,6 +80,21 @@ class GoTool:
             }
             for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
                 flags += [f"-X {package}.{key}={value}" for key, value in stamp.items()]
+        elif self.pinned_module == "github.com/prometheus/prometheus":
+            # Prometheus 3.x is published as module v0.3MM.P: release 3.MM.P (its VERSION file says so).
+            version = self.version()
+            _, minor, patch = version.lstrip("v").split(".")
+            release = f"{int(minor) // 100}.{int(minor) % 100}.{patch}"
+            stamp = {
+                "Version": release,
+                "Revision": version,
+                "Branch": "HEAD",
+                "BuildUser": "baseline-operator",
+                "BuildDate": "19700101-00:00:00",
+            }
+            flags += [
+                f"-X github.com/prometheus/common/version.{key}={value}" for key, value in stamp.items()
+            ]
         return flags
 
     def cache_dir(self) -> Path:
@@ -103,6 +118,17 @@ KUBERNETES = GoTool(
 )
 ETCD = GoTool(module_dir="etcd", pinned_module="go.etcd.io/etcd/server/v3", commands=(("etcd", "."),))
 CONTROL_PLANE = (ETCD, KUBERNETES)
+PROMETHEUS = GoTool(
+    module_dir="prometheus",
+    pinned_module="github.com/prometheus/prometheus",
+    commands=(
+        ("promtool", "github.com/prometheus/prometheus/cmd/promtool"),
+        ("prometheus", "github.com/prometheus/prometheus/cmd/prometheus"),
+    ),
+)
+"""The real Prometheus server and promtool: the alert rules are tested with them, and an e2e test scrapes
+the operator. Built without the web UI's assets (they come from an npm build); the HTTP API is complete."""
+TOOLS = (*CONTROL_PLANE, PROMETHEUS)
 
 
 def go_version() -> str:
@@ -185,10 +211,10 @@ def _say(message: str) -> None:
     sys.stderr.write(f"[localcluster] {message}\n")
 
 
-def ensure_control_plane(*, log: bool = True) -> dict[str, Path]:
-    """Build (or find) every control-plane binary; map binary name to its path."""
+def ensure_control_plane(*, log: bool = True, tools: tuple[GoTool, ...] = CONTROL_PLANE) -> dict[str, Path]:
+    """Build (or find) every control-plane binary (or other `tools`); map binary name to its path."""
     paths: dict[str, Path] = {}
-    for tool in CONTROL_PLANE:
+    for tool in tools:
         folder = ensure_built(tool, log=log)
         paths.update({name: folder / name for name, _ in tool.commands})
     return paths

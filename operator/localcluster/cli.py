@@ -48,7 +48,7 @@ class _Layout:
 
 
 def cmd_build(_: argparse.Namespace) -> int:
-    for name, path in binaries.ensure_control_plane().items():
+    for name, path in binaries.ensure_control_plane(tools=binaries.TOOLS).items():
         print(f"{name}: {path}")
     return 0
 

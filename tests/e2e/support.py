@@ -76,6 +76,7 @@ class OperatorProcess:
     kubeconfig: Path
     log: Path
     liveness_port: int
+    metrics_port: int
     extra_args: tuple[str, ...] = ()
     popen: subprocess.Popen[bytes] | None = None
 
@@ -92,6 +93,8 @@ class OperatorProcess:
                     f"http://127.0.0.1:{self.liveness_port}/healthz",
                     "--operator-namespace",
                     "baseline-system",
+                    "--metrics-address",
+                    f"127.0.0.1:{self.metrics_port}",
                     *self.extra_args,
                 ],
                 env=env,
@@ -126,12 +129,18 @@ class OperatorProcess:
                 self.popen.wait()
         self.popen = None
 
+    def metrics(self) -> str:
+        """The operator's Prometheus exposition, as scraped."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            text: str = response.read().decode()
+        return text
+
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
 def new_operator(tmp: Path, kubeconfig: Path, *extra_args: str) -> OperatorProcess:
-    return OperatorProcess(kubeconfig, tmp / "operator.log", free_port(), tuple(extra_args))
+    return OperatorProcess(kubeconfig, tmp / "operator.log", free_port(), free_port(), tuple(extra_args))
 
 
 def _die_with_parent() -> None:

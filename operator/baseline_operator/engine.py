@@ -261,6 +261,9 @@ class Engine:
         if now - self._last_sweep > self.settings.fights.window:
             self._last_sweep = now
             self._fights.sweep(now)
+            self._fight_owners = {
+                key: owner for key, owner in self._fight_owners.items() if key in self._fights
+            }
         if self._first_pass is not None:
             self._first_pass.discard(name)
         retry = any(

@@ -116,6 +116,9 @@ class FightTracker:
         for key in [key for key in self._histories if key[1] == namespace]:
             del self._histories[key]
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._histories
+
     def __len__(self) -> int:
         return len(self._histories)
 

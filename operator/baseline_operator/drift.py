@@ -14,15 +14,16 @@ or repair paused because of a fight) and who changed the object, as far as the A
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from baseline_operator.planner import Reason
 from baseline_operator.spec import Mode
+from baseline_operator.status import MAX_FIELD_TEXT, timestamp
 
 if TYPE_CHECKING:
+    import datetime as dt
     from collections.abc import Iterable, Mapping
 
     from baseline_operator.observed import ObservedBaseline
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
 
 MAX_RECENT_DRIFT = 10
 _MAX_FIELDS_IN_STATUS = 3
-_MAX_FIELD_TEXT = 256  # the CRD's limit on status.recentDrift[].fields
-_IDENTITY_PATHS = frozenset({("metadata", "name"), ("metadata", "namespace"), ("apiVersion",), ("kind",)})
 
 
 class DriftAction(StrEnum):
@@ -106,7 +105,7 @@ class DriftRecord:
         """Return one entry of `status.recentDrift`."""
         finding = self.finding
         entry: dict[str, Any] = {
-            "time": self.at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "time": timestamp(self.at),
             "namespace": finding.namespace,
             "kind": finding.kind,
             "name": finding.name,
@@ -117,7 +116,7 @@ class DriftRecord:
             entry["changedBy"] = self.changed_by
         fields = finding.fields()[:_MAX_FIELDS_IN_STATUS]
         if fields:
-            entry["fields"] = [text[:_MAX_FIELD_TEXT] for text in fields]
+            entry["fields"] = [text[:MAX_FIELD_TEXT] for text in fields]
         return entry
 
 
@@ -132,9 +131,8 @@ def established(baseline: ObservedBaseline, view: NamespaceView, settled_generat
     if any(live.baseline == baseline.name and live.managed_by_us for live in view.objects):
         return True
     namespace, account = view.namespace, view.default_service_account
-    return bool(
-        (namespace is not None and namespace.owned - _IDENTITY_PATHS)
-        or (account is not None and account.owned - _IDENTITY_PATHS)
+    return (namespace is not None and namespace.owns_content) or (
+        account is not None and account.owns_content
     )
 
 

@@ -43,7 +43,14 @@ from baseline_operator.planner import (
 from baseline_operator.recent_writes import RecentWrites
 from baseline_operator.selection import selects
 from baseline_operator.spec import Mode
-from baseline_operator.status import NamespaceResult, ProblemEntry, State, build_status, same_status
+from baseline_operator.status import (
+    NamespaceResult,
+    ProblemEntry,
+    State,
+    build_status,
+    same_status,
+    timestamp,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Mapping
@@ -251,10 +258,10 @@ class Engine:
         drifting = self._drifting_baselines(plan, view)
         actions, held = self._hold_fought(plan, now)
         failures, done = await self._execute(actions)
-        records = self._repairs(done, drifting, now) + self._reports(plan, view, drifting)
+        records = self._repairs(done, drifting, now) + self._reports(plan, drifting)
         self._record(plan, failures, held, now)
         self._settle(plan, failures)
-        self._publish(records, view)
+        self._publish(records, drifting)
         self._measure(plan, failures, records, started=now, waiting_since=waiting_since)
         if view.namespace is None:
             self._forget_namespace(name)
@@ -314,14 +321,13 @@ class Engine:
             del self._awaiting_ready[plan.namespace]
             self.metrics.namespace_ready_latency.observe(done - seen)
 
-    def _drifting_baselines(self, plan: NamespacePlan, view: NamespaceView) -> set[str]:
-        """Baselines whose findings here are drift, not roll-out."""
+    def _drifting_baselines(self, plan: NamespacePlan, view: NamespaceView) -> dict[str, ObservedBaseline]:
+        """Baselines, by name, whose findings here are drift, not roll-out."""
         settled = self._settled.get(plan.namespace, {})
-        baselines = {baseline.name: baseline for baseline in view.baselines}
         return {
-            name
-            for name in plan.outcomes
-            if name in baselines and established(baselines[name], view, settled.get(name))
+            baseline.name: baseline
+            for baseline in view.baselines
+            if baseline.name in plan.outcomes and established(baseline, view, settled.get(baseline.name))
         }
 
     def _hold_fought(
@@ -373,7 +379,9 @@ class Engine:
         self._recent.wrote(key, observe_namespace(stored) if kind == "Namespace" else observe_object(stored))
         return None
 
-    def _repairs(self, done: Iterable[Action], drifting: set[str], now: float) -> list[DriftRecord]:
+    def _repairs(
+        self, done: Iterable[Action], drifting: Mapping[str, ObservedBaseline], now: float
+    ) -> list[DriftRecord]:
         """A record per drift repaired; the fight tracker hears of each repair and may pause the next."""
         records: list[DriftRecord] = []
         for action in done:
@@ -405,14 +413,12 @@ class Engine:
                 )
         return records
 
-    def _reports(self, plan: NamespacePlan, view: NamespaceView, drifting: set[str]) -> list[DriftRecord]:
+    def _reports(self, plan: NamespacePlan, drifting: Mapping[str, ObservedBaseline]) -> list[DriftRecord]:
         """A record per drift newly found that is only reported (Audit mode, or not ours to repair)."""
         records: list[DriftRecord] = []
-        baselines = {baseline.name: baseline for baseline in view.baselines}
-        for name, outcome in plan.outcomes.items():
-            if name not in drifting:
-                continue
-            reported = self._reported(baselines[name], plan.namespace)
+        for name, baseline in drifting.items():
+            outcome = plan.outcomes[name]
+            reported = self._reported(baseline, plan.namespace)
             found = [*outcome.unrepairable, *(outcome.findings if outcome.mode is Mode.AUDIT else ())]
             records += [
                 DriftRecord(name, finding, DriftAction.REPORTED, self.now())
@@ -500,13 +506,10 @@ class Engine:
         if not settled:
             del self._settled[plan.namespace]
 
-    def _publish(self, records: Iterable[DriftRecord], view: NamespaceView) -> None:
-        """Events and the status's recent-drift list for each drift."""
-        baselines = {baseline.name: baseline for baseline in view.baselines}
+    def _publish(self, records: Iterable[DriftRecord], drifting: Mapping[str, ObservedBaseline]) -> None:
+        """Events and the status's recent-drift list for each drift (all of drifting baselines)."""
         for record in records:
-            baseline = baselines.get(record.baseline)
-            if baseline is None:
-                continue
+            baseline = drifting[record.baseline]
             self.events.warn(baseline.name, baseline.uid, record.event_reason.value, record.message())
             recent = self._recent_drift.get(baseline.name)
             if recent is None:
@@ -672,7 +675,7 @@ def _fighting_entry(finding: Finding, fight: Fight, wall_now: dt.datetime, now: 
         finding.section,
         Reason.FIGHTING.value,
         f"{finding.kind} {finding.name} keeps being changed by {writer}; repairs are paused until "
-        f"{resume.astimezone(dt.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')} and the drift is only reported",
+        f"{timestamp(resume)} and the drift is only reported",
         finding.fields(),
         fight.other_writer,
         finding.since,

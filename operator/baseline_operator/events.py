@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from baseline_operator import kube
 from baseline_operator.builders.common import FIELD_MANAGER
+from baseline_operator.status import timestamp
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -144,7 +145,7 @@ class EventRecorder:
             logger.warning("event %s on %s not posted: %s", pending.reason, pending.baseline, error)
 
     def _body(self, pending: _Pending) -> dict[str, Any]:
-        timestamp = pending.at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        at = timestamp(pending.at)
         kind = kube.SECURITY_BASELINE
         return {
             "apiVersion": "v1",
@@ -162,7 +163,7 @@ class EventRecorder:
             "source": {"component": FIELD_MANAGER},
             "reportingComponent": FIELD_MANAGER,
             "reportingInstance": self._instance,
-            "firstTimestamp": timestamp,
-            "lastTimestamp": timestamp,
+            "firstTimestamp": at,
+            "lastTimestamp": at,
             "count": 1,
         }

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 _DROPPED_KEYS = frozenset({"status"})
+# What every apply names; owning only these means owning nothing of the object's content.
+_IDENTITY_PATHS = frozenset({("metadata", "name"), ("metadata", "namespace"), ("apiVersion",), ("kind",)})
 _DROPPED_METADATA = frozenset({"managedFields", "resourceVersion", "generation", "selfLink"})
 
 
@@ -65,6 +67,11 @@ class ObservedObject:
         return labels
 
     @property
+    def owns_content(self) -> bool:
+        """Our field manager owns some field beyond the object's name (on objects that are not ours)."""
+        return bool(self.owned - _IDENTITY_PATHS)
+
+    @property
     def labelled_ours(self) -> bool:
         return self.labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE
 
@@ -91,6 +98,11 @@ class ObservedNamespace:
     """Label fields our field manager owns (the Pod Security labels we set)."""
     writers: tuple[ManagerEntry, ...] = ()
     resource_version: str = ""
+
+    @property
+    def owns_content(self) -> bool:
+        """Our field manager owns some label of the namespace (a Pod Security label)."""
+        return bool(self.owned - _IDENTITY_PATHS)
 
     @property
     def info(self) -> NamespaceInfo:

@@ -468,13 +468,13 @@ def _prunes(
             outcomes[owner].findings.append(finding)
         actions.append(Delete(live.kind, namespace.name, live.name, live.uid, owner, finding))
     desired_kinds = {kind for kind, _ in desired}
-    if "Namespace" not in desired_kinds and namespace.owned - _IDENTITY_PATHS:
+    if "Namespace" not in desired_kinds and namespace.owns_content:
         finding = Finding(
             "Namespace", namespace.name, namespace.name, Section.POD_SECURITY.value, Reason.UNEXPECTED
         )
         actions.append(Apply(_release("v1", "Namespace", namespace.name, None, namespace.uid), "", finding))
     account = view.default_service_account
-    if "ServiceAccount" not in desired_kinds and account is not None and account.owned - _IDENTITY_PATHS:
+    if "ServiceAccount" not in desired_kinds and account is not None and account.owns_content:
         finding = Finding(
             "ServiceAccount", namespace.name, account.name, Section.RBAC.value, Reason.UNEXPECTED
         )
@@ -482,9 +482,6 @@ def _prunes(
             Apply(_release("v1", "ServiceAccount", account.name, namespace.name, account.uid), "", finding)
         )
     return actions
-
-
-_IDENTITY_PATHS = frozenset({("metadata", "name"), ("metadata", "namespace"), ("apiVersion",), ("kind",)})
 
 
 def _release(api_version: str, kind: str, name: str, namespace: str | None, uid: str) -> dict[str, Any]:

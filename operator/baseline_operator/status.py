@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 MAX_PROBLEMS = 20
 _MAX_MESSAGE = 300
 _MAX_FIELDS = 10
-_MAX_FIELD_TEXT = 256  # the CRD's limits on status.problems[].fields
+MAX_FIELD_TEXT = 256  # the CRD's limit on status.problems[].fields and status.recentDrift[].fields
 _FIGHTS_NAMED = 3
 
 
@@ -56,7 +56,7 @@ class ProblemEntry:
             "message": self.message[:_MAX_MESSAGE],
         }
         if self.fields:
-            entry["fields"] = [text[:_MAX_FIELD_TEXT] for text in self.fields[:_MAX_FIELDS]]
+            entry["fields"] = [text[:MAX_FIELD_TEXT] for text in self.fields[:_MAX_FIELDS]]
         if self.changed_by:
             entry["changedBy"] = self.changed_by
         if self.since:
@@ -181,11 +181,12 @@ def _condition(
         "observedGeneration": generation,
         "lastTransitionTime": previous.get("lastTransitionTime")
         if unchanged and previous
-        else _timestamp(now),
+        else timestamp(now),
     }
 
 
-def _timestamp(now: dt.datetime) -> str:
+def timestamp(now: dt.datetime) -> str:
+    """RFC 3339 in UTC, whole seconds: the form of every time the API shows."""
     return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -43,6 +43,13 @@ def object_writes(cluster: LocalCluster, namespace: str, since: float) -> list[s
     ]
 
 
+def raise_quota(kube: Cluster, namespace: str, *, manager: str) -> None:
+    """What a user does to drift: `pods: 500` on the managed quota, as field manager `manager`."""
+    kube.core.patch_namespaced_resource_quota(
+        "baseline-quota", namespace, {"spec": {"hard": {"pods": "500"}}}, field_manager=manager
+    )
+
+
 def quota_hard(kube: Cluster, namespace: str) -> dict[str, str]:
     hard: dict[str, str] = kube.core.read_namespaced_resource_quota("baseline-quota", namespace).spec.hard
     return hard
@@ -79,9 +86,7 @@ def test_an_edited_quota_is_restored_and_the_editor_named(
     kube: Cluster, make_namespace: MakeNamespace, make_baseline: MakeBaseline, label: str
 ) -> None:
     namespace, name = converged_baseline(kube, make_namespace, make_baseline, label)
-    kube.core.patch_namespaced_resource_quota(
-        "baseline-quota", namespace, {"spec": {"hard": {"pods": "500"}}}, field_manager="e2e-editor"
-    )
+    raise_quota(kube, namespace, manager="e2e-editor")
     eventually(lambda: quota_hard(kube, namespace).get("pods") == "20", timeout=10, what="hard.pods restored")
     drift = eventually(lambda: kube.recent_drift(name), what="status.recentDrift")[0]
     assert (drift["reason"], drift["action"], drift["changedBy"]) == ("Modified", "Repaired", "e2e-editor")
@@ -145,9 +150,7 @@ def test_audit_mode_reports_drift_with_fields_and_writes_nothing(
     eventually(lambda: kube.ready(name), what="Ready at the Audit generation")
     since = time.time()
     kube.networking.delete_namespaced_network_policy("baseline-allow-dns", namespace)
-    kube.core.patch_namespaced_resource_quota(
-        "baseline-quota", namespace, {"spec": {"hard": {"pods": "500"}}}, field_manager="e2e-editor"
-    )
+    raise_quota(kube, namespace, manager="e2e-editor")
 
     def reported() -> dict[str, dict[str, Any]]:
         problems = kube.baseline(name).get("status", {}).get("problems", [])
@@ -187,9 +190,7 @@ def test_a_revert_war_is_stopped_and_the_other_writer_named(
     def keep_changing() -> None:
         nonlocal edits
         while not stop.is_set():
-            kube.core.patch_namespaced_resource_quota(
-                "baseline-quota", namespace, {"spec": {"hard": {"pods": "500"}}}, field_manager="fight-e2e"
-            )
+            raise_quota(kube, namespace, manager="fight-e2e")
             edits += 1
             stop.wait(0.3)
 
@@ -231,9 +232,7 @@ def test_drift_made_while_the_operator_is_down_is_repaired_once_after_restart(
     operator.stop()
     try:
         kube.core.delete_namespaced_limit_range("baseline-limits", namespace)
-        kube.core.patch_namespaced_resource_quota(
-            "baseline-quota", namespace, {"spec": {"hard": {"pods": "500"}}}, field_manager="e2e-editor"
-        )
+        raise_quota(kube, namespace, manager="e2e-editor")
         since = time.time()
     finally:
         operator.start()

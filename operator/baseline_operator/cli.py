@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import os
 import sys
+import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -14,7 +17,10 @@ import yaml
 from baseline_operator import __version__
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import AsyncIterator, Callable, Sequence
+
+    from baseline_operator.handlers import OperatorContext
+    from baseline_operator.leader import ElectionSettings, LeaderElector
 
 _DEFAULT_ALLOWED_ROLES = "view,edit"
 
@@ -111,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("LIVENESS", "http://0.0.0.0:8081/healthz"),
         help="liveness endpoint URL [BASELINE_LIVENESS] (default: %(default)s)",
     )
+    run.add_argument(
+        "--leader-election-id",
+        default=_env("LEADER_ELECTION_ID", ""),
+        help="run as one of several replicas: only the holder of the Lease `baseline-operator` in the "
+        "operator's namespace works; this is the replica's identity, e.g. its Pod name "
+        "[BASELINE_LEADER_ELECTION_ID] (default: no election, a single replica)",
+    )
     run.add_argument("--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=cmd_run)
 
@@ -134,7 +147,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from baseline_operator.engine import EngineSettings  # noqa: PLC0415
     from baseline_operator.events import EventSettings  # noqa: PLC0415
     from baseline_operator.fights import FightSettings  # noqa: PLC0415
-    from baseline_operator.handlers import OperatorContext, build_registry  # noqa: PLC0415
+    from baseline_operator.handlers import OperatorContext  # noqa: PLC0415
+    from baseline_operator.leader import ElectionSettings  # noqa: PLC0415
     from baseline_operator.metrics import MetricsRecorder  # noqa: PLC0415
     from baseline_operator.planner import Policy  # noqa: PLC0415
     from baseline_operator.selection import protected_namespaces  # noqa: PLC0415
@@ -165,18 +179,81 @@ def cmd_run(args: argparse.Namespace) -> int:
         event_settings=EventSettings(namespace=args.events_namespace),
         backstop_interval=args.backstop_interval,
     )
-    asyncio.run(
-        kopf.operator(
+    election = None
+    if args.leader_election_id:
+        if not args.operator_namespace:
+            raise SystemExit("--leader-election-id needs --operator-namespace: the Lease lives there")
+        election = ElectionSettings(namespace=args.operator_namespace, identity=args.leader_election_id)
+    return asyncio.run(_operate(context, election, args.liveness or None))
+
+
+async def _operate(context: OperatorContext, election: ElectionSettings | None, liveness: str | None) -> int:
+    """Run the operator; with an election, first wait for the Lease and stop working the moment it is lost."""
+    import kopf  # noqa: PLC0415
+
+    from baseline_operator.handlers import build_registry  # noqa: PLC0415
+    from baseline_operator.leader import LeaderElector  # noqa: PLC0415
+
+    def operator() -> Any:
+        return kopf.operator(
             registry=build_registry(),
             memo=context,
             clusterwide=True,
-            # Peering is configured by the deployment (two replicas with distinct priorities); a plain
-            # `run` works alone.
+            # One writer at a time comes from the Lease below, not from kopf's peering.
             standalone=True,
-            liveness_endpoint=args.liveness or None,
+            liveness_endpoint=liveness,
         )
-    )
+
+    try:
+        if election is None:
+            await operator()
+            return 0
+        return await _lead(context, LeaderElector(context.api, election), operator, liveness)
+    finally:
+        context.api.close()  # after the Lease is released: that needs the API too
+
+
+async def _lead(
+    context: OperatorContext, elector: LeaderElector, operator: Callable[[], Any], liveness: str | None
+) -> int:
+    """Wait for the Lease, work while holding it, hand it over on a graceful stop."""
+    context.metrics.leading(leading=False)
+    async with _standby_health(liveness):
+        await elector.acquire()
+    context.metrics.leading(leading=True)
+    working = asyncio.create_task(operator())
+    holding = asyncio.create_task(elector.hold())
+    await asyncio.wait({working, holding}, return_when=asyncio.FIRST_COMPLETED)
+    if holding.done():
+        # Another replica may take the Lease soon: stop writing now, not after a graceful shutdown.
+        logging.getLogger(__name__).critical("leadership lost: exiting, to restart as a standby")
+        os._exit(1)
+    holding.cancel()
+    await elector.release()
     return 0
+
+
+@contextlib.asynccontextmanager
+async def _standby_health(liveness: str | None) -> AsyncIterator[None]:
+    """While a standby waits, answer the liveness probe that kopf answers once this replica leads."""
+    if liveness is None:
+        yield
+        return
+    from aiohttp import web  # noqa: PLC0415 - kopf's own HTTP library
+
+    async def healthy(_: web.Request) -> web.Response:
+        return web.json_response({"standby": True})
+
+    url = urllib.parse.urlsplit(liveness)
+    app = web.Application()
+    app.router.add_get(url.path or "/", healthy)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, url.hostname, url.port).start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
 
 
 def _parse_labels(text: str) -> dict[str, str]:

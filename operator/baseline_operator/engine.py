@@ -273,9 +273,8 @@ class Engine:
             }
         if self._first_pass is not None:
             self._first_pass.discard(name)
-        retry = any(
-            problem.reason == Reason.API_ERROR for problems in failures.values() for problem in problems
-        )
+        # An unavailable API comes back; so can a permission (nothing tells us when RBAC is restored).
+        retry = any(problem.reason in _RETRIED for problems in failures.values() for problem in problems)
         if retry:
             self._retry_later(name)
         else:
@@ -598,6 +597,10 @@ class Engine:
 
     def namespace_results(self, baseline: str) -> Mapping[str, NamespaceResult]:
         return self._results.get(baseline, {})
+
+
+_RETRIED = frozenset({Reason.API_ERROR, Reason.FORBIDDEN})
+"""Failures retried with back-off (up to `retry_max`); an invalid object waits for a new spec instead."""
 
 
 def _problem_for(action: Action, error: BaseException) -> Problem:

@@ -131,7 +131,6 @@ def _register_lifecycle(registry: kopf.OperatorRegistry) -> None:
         for task in memo.tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        memo.api.close()
 
 
 def _register_caches(registry: kopf.OperatorRegistry) -> None:

@@ -66,6 +66,7 @@ ROLE_BINDING = Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings
 CLUSTER_ROLE = Kind("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", namespaced=False)
 EVENT = Kind("v1", "Event", "events", namespaced=True)
 SECURITY_BASELINE = Kind("baseline.dev/v1alpha1", "SecurityBaseline", "securitybaselines", namespaced=False)
+LEASE = Kind("coordination.k8s.io/v1", "Lease", "leases", namespaced=True)
 
 KINDS = {
     kind.kind: kind
@@ -79,6 +80,7 @@ KINDS = {
         CLUSTER_ROLE,
         EVENT,
         SECURITY_BASELINE,
+        LEASE,
     )
 }
 
@@ -252,6 +254,17 @@ class KubeApi:
         return await self._json(
             "POST",
             kind.path(body["metadata"].get("namespace")),
+            query=[("fieldManager", FIELD_MANAGER)],
+            body=dict(body),
+        )
+
+    async def replace(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT the whole object; its metadata.resourceVersion makes it fail (ConflictError) if it changed."""
+        kind = kind_of(body)
+        metadata = body["metadata"]
+        return await self._json(
+            "PUT",
+            kind.path(metadata.get("namespace"), metadata["name"]),
             query=[("fieldManager", FIELD_MANAGER)],
             body=dict(body),
         )

@@ -47,6 +47,12 @@ class MetricsRecorder:
             ["baseline"],
             registry=registry,
         )
+        self.leader = Gauge(
+            f"{PREFIX}_leader",
+            "1 when this replica works (it holds the Lease, or runs without election), 0 on a standby.",
+            registry=registry,
+        )
+        self.leader.set(1)
         drifted_labels = ["baseline", "namespace", "kind"] if with_namespace else ["baseline", "kind"]
         self.drifted_objects = Gauge(
             f"{PREFIX}_drifted_objects",
@@ -117,6 +123,10 @@ class MetricsRecorder:
         # without the namespace label, and removed when the namespace or baseline goes away.
         self._drifted: dict[tuple[str, str], dict[str, int]] = {}
         self._kinds_seen: dict[str, set[str]] = {}
+
+    def leading(self, *, leading: bool) -> None:
+        """Whether this replica holds the Lease and works (1) or waits as a standby (0)."""
+        self.leader.set(1 if leading else 0)
 
     def serve(self, address: str) -> None:
         """Expose `/metrics` on `host:port` from a background thread."""

@@ -95,6 +95,17 @@ class GoTool:
             flags += [
                 f"-X github.com/prometheus/common/version.{key}={value}" for key, value in stamp.items()
             ]
+        elif self.pinned_module == "github.com/open-policy-agent/conftest":
+            # Its release builds stamp the bare number; unstamped, `conftest --version` says "dev".
+            package = "github.com/open-policy-agent/conftest/internal/version"
+            flags.append(f"-X {package}.Version={self.version().lstrip('v')}")
+        elif self.pinned_module == "github.com/zegl/kube-score":
+            # Unstamped, `kube-score version` says "development"; its release builds stamp the bare number.
+            flags += [
+                f"-X main.version={self.version().lstrip('v')}",
+                f"-X main.commit={self.version()}",
+                "-X main.date=1970-01-01T00:00:00Z",
+            ]
         return flags
 
     def cache_dir(self) -> Path:
@@ -128,7 +139,20 @@ PROMETHEUS = GoTool(
 )
 """The real Prometheus server and promtool: the alert rules are tested with them, and an e2e test scrapes
 the operator. Built without the web UI's assets (they come from an npm build); the HTTP API is complete."""
-TOOLS = (*CONTROL_PLANE, PROMETHEUS)
+CONFTEST = GoTool(
+    module_dir="conftest",
+    pinned_module="github.com/open-policy-agent/conftest",
+    commands=(("conftest", "github.com/open-policy-agent/conftest"),),
+)
+"""conftest runs the Rego policies in `policy/` against our own manifests and what the operator renders."""
+KUBE_SCORE = GoTool(
+    module_dir="kube-score",
+    pinned_module="github.com/zegl/kube-score",
+    commands=(("kube-score", "github.com/zegl/kube-score/cmd/kube-score"),),
+)
+"""kube-score, an independent second opinion on our manifests: its own checks, not our Rego rules."""
+POLICY_TOOLS = (CONFTEST, KUBE_SCORE)
+TOOLS = (*CONTROL_PLANE, PROMETHEUS, *POLICY_TOOLS)
 
 
 def go_version() -> str:

@@ -291,6 +291,15 @@ class LocalCluster:
     def write_kubeconfig(self, path: Path, *, user: str, groups: tuple[str, ...] = ()) -> Path:
         """Write a kubeconfig for a client certificate with this user and groups (CN and O)."""
         client = self.ca.issue(_file_stem(user), common_name=user, organizations=groups)
+        return self._write_config(
+            path, user, {"client-certificate": str(client.cert), "client-key": str(client.key)}
+        )
+
+    def write_token_kubeconfig(self, path: Path, *, token: str, user: str = "token") -> Path:
+        """Write a kubeconfig for a bearer token (a ServiceAccount's, from the TokenRequest API)."""
+        return self._write_config(path, user, {"token": token})
+
+    def _write_config(self, path: Path, user: str, credentials: dict[str, str]) -> Path:
         config = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -300,12 +309,7 @@ class LocalCluster:
                     "cluster": {"server": self.server, "certificate-authority": str(self.ca.files.cert)},
                 }
             ],
-            "users": [
-                {
-                    "name": user,
-                    "user": {"client-certificate": str(client.cert), "client-key": str(client.key)},
-                }
-            ],
+            "users": [{"name": user, "user": credentials}],
             "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
             "current-context": "local",
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,7 @@ from kubernetes import client, config
 from support import GROUP, OPERATOR_USER, PLURAL, VERSION, Cluster, OperatorProcess, eventually, new_operator
 
 from localcluster import LocalCluster
+from localcluster.binaries import KUBERNETES
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -89,12 +91,57 @@ def crd(api: client.ApiClient) -> None:
     eventually(established, timeout=30, what="the CRD is established")
 
 
+RBAC_KINDS = frozenset(
+    {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+)
+
+
+def render_manifests() -> list[dict[str, Any]]:
+    """`kubectl kustomize manifests/`: what `kubectl apply -k manifests/` would install."""
+    kubectl = KUBERNETES.cache_dir() / "kubectl"
+    rendered = subprocess.run(
+        [str(kubectl), "kustomize", str(REPO / "manifests")], check=True, capture_output=True, text=True
+    ).stdout
+    return [document for document in yaml.safe_load_all(rendered) if document]
+
+
 @pytest.fixture(scope="session")
-def operator_kubeconfig(cluster: LocalCluster) -> Path:
-    """The operator's own identity, so that the audit log tells its requests apart from the tests'."""
-    return cluster.write_kubeconfig(
-        cluster.state_dir / "operator.kubeconfig", user=OPERATOR_USER, groups=("system:masters",)
+def operator_rbac(cluster: LocalCluster) -> list[dict[str, Any]]:
+    """The operator's Namespace, ServiceAccount and RBAC from manifests/, applied as an admin would."""
+    kubectl = KUBERNETES.cache_dir() / "kubectl"
+    objects = [document for document in render_manifests() if document["kind"] in RBAC_KINDS]
+    subprocess.run(
+        [str(kubectl), "--kubeconfig", str(cluster.kubeconfig), "apply", "--server-side", "-f", "-"],
+        input=yaml.safe_dump_all(objects),
+        check=True,
+        capture_output=True,
+        text=True,
     )
+    return objects
+
+
+def operator_token_kubeconfig(cluster: LocalCluster, api: client.ApiClient, path: Path) -> Path:
+    """A kubeconfig with a fresh token of the operator's ServiceAccount, from the TokenRequest API.
+
+    Each token has its own id, which the audit log records: two replicas can be told apart.
+    """
+    namespace, _, name = OPERATOR_USER.removeprefix("system:serviceaccount:").partition(":")
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=6 * 3600)
+    )
+    core = client.CoreV1Api(api)
+    token = core.create_namespaced_service_account_token(name, namespace, request).status.token
+    return cluster.write_token_kubeconfig(path, token=token)
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(cluster: LocalCluster, api: client.ApiClient, operator_rbac: object) -> Path:
+    """The operator's own identity: its ServiceAccount, with exactly the RBAC of manifests/.
+
+    Every e2e test therefore runs the operator with the permissions a real installation grants, and the
+    audit log tells its requests apart from the tests'.
+    """
+    return operator_token_kubeconfig(cluster, api, cluster.state_dir / "operator.kubeconfig")
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-OPERATOR_USER = "baseline-operator-e2e"
+OPERATOR_NAMESPACE = "baseline-system"
+OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:baseline-operator"
+"""The operator runs as its own ServiceAccount, with the RBAC from manifests/ (not system:masters)."""
 GROUP, VERSION, PLURAL = "baseline.dev", "v1alpha1", "securitybaselines"
 
 
@@ -92,7 +94,7 @@ class OperatorProcess:
                     "--liveness",
                     f"http://127.0.0.1:{self.liveness_port}/healthz",
                     "--operator-namespace",
-                    "baseline-system",
+                    OPERATOR_NAMESPACE,
                     "--metrics-address",
                     f"127.0.0.1:{self.metrics_port}",
                     *self.extra_args,
@@ -217,6 +219,10 @@ class Cluster:
         result: dict[str, Any] = self.custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
         return result
 
+    def problems(self, name: str) -> list[dict[str, Any]]:
+        problems: list[dict[str, Any]] = self.baseline(name).get("status", {}).get("problems", [])
+        return problems
+
     def condition(self, name: str, kind: str) -> dict[str, Any] | None:
         conditions = self.baseline(name).get("status", {}).get("conditions", [])
         return next((c for c in conditions if c["type"] == kind), None)
@@ -247,3 +253,12 @@ FULL_SET = {
     "ResourceQuota/baseline-quota",
     "RoleBinding/baseline-team-view",
 }
+
+
+def remove_lease(api: client.ApiClient) -> None:
+    """Delete the leader-election Lease an earlier test left, so that the next replica creates and leads."""
+    try:
+        client.CoordinationV1Api(api).delete_namespaced_lease("baseline-operator", OPERATOR_NAMESPACE)
+    except client.ApiException as error:
+        if error.status != 404:
+            raise

@@ -329,11 +329,6 @@ def test_operator_is_alive(operator: OperatorProcess) -> None:
     assert operator.alive()
 
 
-def problems_of(kube: Cluster, name: str) -> list[dict[str, Any]]:
-    problems: list[dict[str, Any]] = kube.baseline(name).get("status", {}).get("problems", [])
-    return problems
-
-
 def test_a_cluster_role_off_the_allow_list_is_reported_and_nothing_is_bound(
     kube: Cluster,
     make_namespace: Callable[..., str],
@@ -358,7 +353,7 @@ def test_a_cluster_role_off_the_allow_list_is_reported_and_nothing_is_bound(
     eventually(
         lambda: any(
             p["reason"] == "ClusterRoleNotAllowed" and "cluster-admin" in p["message"]
-            for p in problems_of(kube, name)
+            for p in kube.problems(name)
         ),
         what="the refused role is reported",
     )
@@ -414,7 +409,7 @@ def test_a_quota_below_current_usage_is_reported(
     eventually(
         lambda: any(
             p["reason"] == "QuotaBelowUsage" and "count/configmaps" in p["message"]
-            for p in problems_of(kube, name)
+            for p in kube.problems(name)
         ),
         timeout=60,
         what="the quota below usage is reported",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,7 @@ from baseline_operator.observed import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping
+    from collections.abc import Collection, Iterator, Mapping
 
     from baseline_operator.planner import Policy
 
@@ -88,6 +89,17 @@ class KopfView:
         return frozenset(self._roles.keys())
 
 
+class _RetryForever:
+    """kopf's back-offs for failed API requests, never exhausted: 0.5 s, 1 s, then every 2 s.
+
+    kopf's default list gives up after about a minute and the failure stops the operator; an API server
+    that is away for two minutes must find the operator waiting, and noticed within two seconds of its return.
+    """
+
+    def __iter__(self) -> Iterator[float]:
+        return itertools.chain((0.5, 1.0), itertools.repeat(2.0))
+
+
 def _is_candidate(name: str, labels: Mapping[str, str], **_: Any) -> bool:
     # Ours by label, or any object holding one of our names: the planner must see those too, so that
     # it reports a name taken by someone else instead of applying over their object.
@@ -114,6 +126,7 @@ def _register_lifecycle(registry: kopf.OperatorRegistry) -> None:
         settings.posting.enabled = False  # our own Events, rate-limited, say what happened
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
+        settings.networking.error_backoffs = _RetryForever()
         events = EventRecorder(
             memo.api, memo.event_settings, on_suppressed=memo.metrics.events_suppressed.inc
         )

@@ -41,7 +41,7 @@ from baseline_operator.planner import (
     plan_namespace,
 )
 from baseline_operator.recent_writes import RecentWrites
-from baseline_operator.selection import selects
+from baseline_operator.selection import Selection, select_namespaces
 from baseline_operator.spec import Mode
 from baseline_operator.status import (
     NamespaceResult,
@@ -551,24 +551,26 @@ class Engine:
                 except kube.ApiError as error:
                     logger.warning("status of %s not written (%s); retrying", name, error)
                     self._dirty_baselines.add(name)
+                except Exception:
+                    # One baseline's status must not stop the writer for all others (nor the engine).
+                    logger.exception("status of %s not written", name)
 
     def status_of(self, baseline: ObservedBaseline) -> dict[str, Any]:
         assert self.view is not None  # noqa: S101
-        matched: list[str] = []
+        selection = Selection()
         if baseline.spec is not None:
-            for name in self.view.namespace_names():
-                namespace = self.view.namespace(name)
-                if (
-                    namespace is not None
-                    and not namespace.terminating
-                    and selects(baseline.spec, name, namespace.labels, self.policy.protected_namespaces)
-                ):
-                    matched.append(name)
+            live = (self.view.namespace(name) for name in self.view.namespace_names())
+            selection = select_namespaces(
+                baseline.spec,
+                ((ns.name, ns.labels) for ns in live if ns is not None and not ns.terminating),
+                self.policy.protected_namespaces,
+            )
         recent = self._recent_drift.get(baseline.name)
         return build_status(
             generation=baseline.generation,
             spec_error=str(baseline.error) if baseline.error is not None else None,
-            matched=matched,
+            matched=selection.selected,
+            protected_skipped=selection.protected,
             results=self._results.get(baseline.name, {}),
             previous=baseline.status,
             now=self.now(),

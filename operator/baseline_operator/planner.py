@@ -10,6 +10,11 @@ Rules that keep users' objects safe:
 - a baseline whose objects in a namespace cannot all be built (a missing label for a placeholder, a
   ClusterRole that is missing or not allowed) writes nothing there and keeps what it wrote before: a
   namespace is never left half-applied;
+- a baseline whose stored spec is invalid (written before a CRD upgrade, say) writes nothing and
+  removes nothing: its objects stay as they are until its spec is fixed or it is deleted, and while
+  any baseline is invalid no Namespace or ServiceAccount field is released, since nothing tells
+  which baseline set it (dropping a default-deny because of a typo would be the worst way to report
+  that typo);
 - a baseline in Audit mode never writes; what it would write is reported as drift;
 - the Namespace and its `default` ServiceAccount are not ours: we only set, and later release, the
   fields named in the baseline, through server-side apply.
@@ -214,7 +219,8 @@ def plan_namespace(view: NamespaceView, policy: Policy) -> NamespacePlan:
         action = _action_for(desired[key], namespace, view, live_by_key, outcomes[desired[key].baseline.name])
         if action is not None:
             actions.append(action)
-    actions += _prunes(view, namespace, desired, kept_baselines, outcomes)
+    invalid = {baseline.name for baseline in view.baselines if baseline.spec is None}
+    actions += _prunes(view, namespace, desired, kept_baselines | invalid, outcomes, release=not invalid)
     # Audit baselines write nothing: their findings stay findings.
     return NamespacePlan(
         namespace.name,
@@ -450,8 +456,14 @@ def _prunes(
     desired: Mapping[tuple[str, str], _Desired],
     kept_baselines: set[str],
     outcomes: dict[str, BaselineOutcome],
+    *,
+    release: bool,
 ) -> list[Action]:
-    """Objects and fields we wrote that no baseline wants here any more."""
+    """Objects and fields we wrote that no baseline wants here any more.
+
+    Objects of `kept_baselines` stay; with `release` False, so do our fields of the Namespace and
+    of its default ServiceAccount.
+    """
     actions: list[Action] = []
     for live in view.objects:
         if (live.kind, live.name) in desired or live.baseline in kept_baselines:
@@ -467,6 +479,8 @@ def _prunes(
         if owner in outcomes:
             outcomes[owner].findings.append(finding)
         actions.append(Delete(live.kind, namespace.name, live.name, live.uid, owner, finding))
+    if not release:
+        return actions
     desired_kinds = {kind for kind, _ in desired}
     if "Namespace" not in desired_kinds and namespace.owns_content:
         finding = Finding(

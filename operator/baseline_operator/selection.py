@@ -51,11 +51,38 @@ def selector_matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool
 
 
 def selects(spec: BaselineSpec, namespace: str, labels: Mapping[str, str], protected: frozenset[str]) -> bool:
-    if namespace in protected:
-        return False
+    return namespace not in protected and _wanted(spec, namespace, labels)
+
+
+def _wanted(spec: BaselineSpec, namespace: str, labels: Mapping[str, str]) -> bool:
+    """What the baseline's own author asked for: the selector minus excludeNamespaces."""
     if any(fnmatch.fnmatchcase(namespace, pattern) for pattern in spec.exclude_namespaces):
         return False
     return selector_matches(spec.namespace_selector, labels)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The namespaces a baseline selects, and the protected ones its selector asks for but never gets.
+
+    A protected namespace that excludeNamespaces also names is in neither list: its author already
+    left it out, so there is nothing to tell them.
+    """
+
+    selected: tuple[str, ...] = ()
+    protected: tuple[str, ...] = ()
+
+
+def select_namespaces(
+    spec: BaselineSpec, namespaces: Iterable[tuple[str, Mapping[str, str]]], protected: frozenset[str]
+) -> Selection:
+    """Split `(name, labels)` pairs into the selected namespaces and the protected ones skipped."""
+    selected: list[str] = []
+    skipped: list[str] = []
+    for name, labels in namespaces:
+        if _wanted(spec, name, labels):
+            (skipped if name in protected else selected).append(name)
+    return Selection(tuple(sorted(selected)), tuple(sorted(skipped)))
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,11 @@ _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]
 _LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
 _POD_SECURITY_VERSION = re.compile(r"latest|v1\.(0|[1-9][0-9]*)")
+# Characters of a namespace name plus those of a glob: a pattern with any other can never match.
+_NAMESPACE_PATTERN = re.compile(r"[a-z0-9*?!\[\]-]+")
+# `baseline-<name>` must stay a DNS-1123 label, as the CRD says.
+_MAX_BINDING_NAME = _MAX_LABEL_LENGTH - len("baseline-")
+_CONTAINER_RESOURCES = frozenset({"cpu", "memory", "ephemeral-storage"})
 
 
 @dataclass(frozen=True)
@@ -507,6 +512,15 @@ def _label_selector(value: object, path: str) -> LabelSelector:
     return LabelSelector(FrozenMap(labels), tuple(expressions))
 
 
+def _label_value(value: object, path: str) -> str:
+    # A value that no label can hold would only make the requirement silently unsatisfiable (In) or
+    # always true (NotIn); the API server refuses such selectors everywhere else too.
+    if not isinstance(value, str):
+        raise SpecError(path, f"must be a string, not {_type_name(value)}")
+    _check_label_value(value, path)
+    return value
+
+
 def _selector_requirement(value: object, path: str) -> LabelSelectorRequirement:
     raw = _object(value, path)
     _only_keys(raw, path, {"key", "operator", "values"})
@@ -514,7 +528,7 @@ def _selector_requirement(value: object, path: str) -> LabelSelectorRequirement:
     _check_label_key(key, f"{path}.key")
     operator = _required_enum(SelectorOperator, raw.get("operator"), f"{path}.operator")
     values = tuple(
-        _string(item, f"{path}.values[{index}]")
+        _label_value(item, f"{path}.values[{index}]")
         for index, item in enumerate(_optional_list(raw.get("values"), f"{path}.values"))
     )
     if operator in {SelectorOperator.IN, SelectorOperator.NOT_IN} and not values:
@@ -530,7 +544,15 @@ def _exclude_namespaces(value: object, path: str) -> tuple[str, ...]:
     items = _list(value, path)
     if len(items) > MAX_EXCLUDED_NAMESPACES:
         raise SpecError(path, f"at most {MAX_EXCLUDED_NAMESPACES} patterns; found {len(items)}")
-    return tuple(_string(item, f"{path}[{index}]") for index, item in enumerate(items))
+    patterns = tuple(_string(item, f"{path}[{index}]") for index, item in enumerate(items))
+    for index, pattern in enumerate(patterns):
+        if len(pattern) > _MAX_SUBDOMAIN_LENGTH or not _NAMESPACE_PATTERN.fullmatch(pattern):
+            raise SpecError(
+                f"{path}[{index}]",
+                f"{pattern!r} can never match a namespace name: use lower case a-z, 0-9, '-' and the "
+                "glob characters * ? [ ] !",
+            )
+    return patterns
 
 
 # --- networkPolicy ---------------------------------------------------------------------------
@@ -667,6 +689,14 @@ def _limit_range(value: object, path: str) -> LimitRangeSpec:
     }
     _only_keys(raw, path, set(fields))
     maps = {name: _quantity_map(raw.get(key), f"{path}.{key}") for key, name in fields.items()}
+    for key, name in fields.items():
+        for resource in maps[name]:
+            if not (resource in _CONTAINER_RESOURCES or resource.startswith("hugepages-") or "/" in resource):
+                raise SpecError(
+                    f"{path}.{key}[{resource}]",
+                    "not a container resource: cpu, memory, ephemeral-storage, hugepages-<size>, or an "
+                    "extended resource such as example.com/gpu (the LimitRange API refuses any other)",
+                )
     spec = LimitRangeSpec(**maps)
     _check_limit_order(spec, path)
     return spec
@@ -745,6 +775,10 @@ def _role_binding(value: object, path: str) -> RoleBindingSpec:
     raw = _object(value, path)
     _only_keys(raw, path, {"name", "clusterRole", "subjects"})
     name = _dns_label(raw.get("name"), f"{path}.name")
+    if len(name) > _MAX_BINDING_NAME:
+        raise SpecError(
+            f"{path}.name", f"at most {_MAX_BINDING_NAME} characters, so that baseline-<name> is at most 63"
+        )
     cluster_role = _string(raw.get("clusterRole"), f"{path}.clusterRole")
     # RBAC object names are path segments: anything but '/', '%', '.' and '..'.
     if cluster_role in {".", ".."} or "/" in cluster_role or "%" in cluster_role:

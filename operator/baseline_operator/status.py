@@ -1,9 +1,10 @@
 """A SecurityBaseline's status, computed from its per-namespace results (pure, no I/O).
 
-Follows the Kubernetes API conventions (kstatus): `observedGeneration`; conditions `Ready`, `Drifted`
-and `Conflict` with reason, message and `lastTransitionTime` (kept when the status does not change);
-counts; and a bounded list of problems, so a baseline selecting thousands of namespaces still has a
-small status. The engine writes the status only when this function's result differs from the stored one.
+Follows the Kubernetes API conventions (kstatus): `observedGeneration`; conditions `Ready`, `Drifted`,
+`Conflict` and `NamespacesSelected` with reason, message and `lastTransitionTime` (kept when the status
+does not change); counts; and a bounded list of problems, so a baseline selecting thousands of
+namespaces still has a small status. The engine writes the status only when this function's result
+differs from the stored one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
 MAX_PROBLEMS = 20
+# The field comes first in an InvalidSpec message, so that truncation never cuts it off.
+_INVALID_SPEC_CONSEQUENCE = (
+    "the stored spec fails the operator's checks, perhaps written before a CRD upgrade; "
+    "this baseline applies and removes nothing until it is fixed"
+)
 _MAX_MESSAGE = 300
 _MAX_FIELDS = 10
 MAX_FIELD_TEXT = 256  # the CRD's limit on status.problems[].fields and status.recentDrift[].fields
@@ -84,8 +90,12 @@ def build_status(
     previous: Mapping[str, Any],
     now: dt.datetime,
     recent_drift: Sequence[Mapping[str, Any]] = (),
+    protected_skipped: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """The full status object for a baseline; `recent_drift` is newest first, already bounded."""
+    """The full status object for a baseline; `recent_drift` is newest first, already bounded.
+
+    `protected_skipped` are the protected namespaces the selector matches, which are never selected.
+    """
     matched_names = sorted(matched)
     current = {
         name: results[name]
@@ -97,7 +107,7 @@ def build_status(
     problems = [problem for name in sorted(current) for problem in current[name].problems]
 
     if spec_error is not None:
-        ready = ("False", "InvalidSpec", spec_error)
+        ready = ("False", "InvalidSpec", f"{spec_error} ({_INVALID_SPEC_CONSEQUENCE})")
     elif pending:
         ready = (
             "False",
@@ -119,10 +129,19 @@ def build_status(
     )
     fights = [fight for name in sorted(current) for fight in current[name].fights]
     conflict = _conflict(fights, counts[State.CONFLICT])
+    selected = _selected(len(matched_names), sorted(protected_skipped))
+    if spec_error is not None:
+        # Nothing was compared or selected: "no drift" would be a claim the operator cannot make.
+        drifted = conflict = selected = ("Unknown", "InvalidSpec", "not evaluated while the spec is invalid")
     previous_conditions = {condition.get("type"): condition for condition in previous.get("conditions") or []}
     conditions = [
         _condition(kind, values, generation, previous_conditions.get(kind), now)
-        for kind, values in (("Ready", ready), ("Drifted", drifted), ("Conflict", conflict))
+        for kind, values in (
+            ("Ready", ready),
+            ("Drifted", drifted),
+            ("Conflict", conflict),
+            ("NamespacesSelected", selected),
+        )
     ]
     return {
         "observedGeneration": generation,
@@ -155,6 +174,28 @@ def _conflict(fights: Sequence[str], contested: int) -> tuple[str, str, str]:
             f"{contested} namespaces: a section is set by a baseline of higher precedence",
         )
     return ("False", "NoConflict", "no section is contested and no object is fought over")
+
+
+def _selected(matched: int, protected: Sequence[str]) -> tuple[str, str, str]:
+    # An empty selection keeps Ready True: a baseline written ahead of the namespaces it is meant for
+    # is legitimate, and there is nothing left to reconcile. It still deserves a condition of its own,
+    # or a selector that can never match looks exactly like a baseline at work.
+    skipped = ", ".join(protected)
+    if matched:
+        note = f"; protected namespaces match too and are skipped: {skipped}" if protected else ""
+        return ("True", "Matched", f"{matched} namespaces selected{note}")
+    if protected:
+        message = (
+            f"the selector matches only protected namespaces ({skipped}); the operator never manages "
+            "those, because the control plane and the operator itself run there and no baseline may "
+            "change them: nothing is applied"
+        )
+        return ("False", "OnlyProtectedNamespaces", message)
+    return (
+        "False",
+        "NoNamespaceMatches",
+        "no namespace matches namespaceSelector (after excludeNamespaces); nothing is applied until one does",
+    )
 
 
 def _summary(matched: int, counts: Mapping[State, int]) -> str:

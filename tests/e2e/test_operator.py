@@ -8,7 +8,18 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from kubernetes import client
-from support import FULL_SET, GROUP, PLURAL, PSA, VERSION, Cluster, eventually, full_spec, writes
+from support import (
+    FULL_SET,
+    GROUP,
+    MANAGED,
+    PLURAL,
+    PSA,
+    VERSION,
+    Cluster,
+    eventually,
+    full_spec,
+    writes,
+)
 
 from localcluster.binaries import KUBERNETES
 
@@ -380,11 +391,13 @@ def test_a_changed_role_reference_recreates_the_binding(
     current = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
     current["spec"]["rbac"]["roleBindings"][0]["clusterRole"] = "edit"
     custom.replace_cluster_custom_object(GROUP, VERSION, PLURAL, name, current)
-    eventually(
-        lambda: (
-            kube.rbac.read_namespaced_role_binding("baseline-team-view", namespace).role_ref.name == "edit"
-        )
-    )
+
+    def bound_to_edit() -> bool:
+        # Between the delete and the create, the binding is briefly not there at all.
+        bindings = kube.rbac.list_namespaced_role_binding(namespace, label_selector=MANAGED).items
+        return any(b.metadata.name == "baseline-team-view" and b.role_ref.name == "edit" for b in bindings)
+
+    eventually(bound_to_edit, what="the binding re-created with the new role")
     after = kube.rbac.read_namespaced_role_binding("baseline-team-view", namespace)
     assert after.metadata.uid != before.metadata.uid
     eventually(lambda: kube.ready(name))
@@ -415,3 +428,29 @@ def test_a_quota_below_current_usage_is_reported(
         what="the quota below usage is reported",
     )
     assert kube.managed(namespace) == {"ResourceQuota/baseline-quota"}
+
+
+def test_a_baseline_selecting_nothing_yet_is_ready_and_says_so_until_a_namespace_comes(
+    kube: Cluster,
+    make_namespace: Callable[..., str],
+    make_baseline: Callable[..., dict[str, Any]],
+    label: str,
+) -> None:
+    name = make_baseline(full_spec(label))["metadata"]["name"]
+    eventually(
+        lambda: (kube.condition(name, "NamespacesSelected") or {}).get("reason") == "NoNamespaceMatches",
+        what="the empty selection is reported",
+    )
+    assert (kube.condition(name, "NamespacesSelected") or {}).get("status") == "False"
+    assert kube.ready(name)
+
+    namespace = make_namespace("first", {"e2e": label})
+    eventually(lambda: kube.managed(namespace) == FULL_SET)
+    eventually(
+        lambda: (kube.condition(name, "NamespacesSelected") or {}).get("status") == "True",
+        what="the namespace is counted",
+    )
+    selected = kube.condition(name, "NamespacesSelected")
+    assert selected is not None
+    assert (selected["reason"], selected["message"]) == ("Matched", "1 namespaces selected")
+    eventually(lambda: kube.ready(name))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from cluster_records import FULL, POLICY, ROLES, account, baseline, converged, namespace, view
 
-from baseline_operator.observed import ObservedObject
+from baseline_operator.observed import ObservedBaseline, ObservedObject
 from baseline_operator.planner import Apply, Delete, NamespaceView, Reason, plan_namespace
-from baseline_operator.spec import Section
+from baseline_operator.spec import Section, SpecError
 
 
 def kinds(actions: tuple) -> list[str]:
@@ -263,3 +263,27 @@ def test_a_namespace_whose_default_service_account_is_not_there_yet_is_waiting()
     plan = plan_namespace(NamespaceView(ns.name, ns, [baseline("org", FULL)], [], None, ROLES), POLICY)
     assert "Apply:ServiceAccount" not in kinds(plan.actions)
     assert plan.outcomes["org"].waiting  # so its later write is roll-out, not drift
+
+
+def test_a_baseline_whose_spec_turned_invalid_keeps_what_it_wrote() -> None:
+    # Stored before a CRD upgrade, say: its objects stay (a default-deny dropped because of a typo
+    # elsewhere would be the worst way to report the typo), and so do the Namespace and
+    # ServiceAccount fields, since nothing tells which baseline set them.
+    objects, ns, sa = converged(namespace(), baseline("org", FULL))
+    broken = ObservedBaseline(
+        "org", "uid-org", 2, None, SpecError("spec.resourceQuota.hard[pods]", "'-1' must not be negative")
+    )
+    plan = plan_namespace(view(ns, [broken], objects, sa), POLICY)
+    assert plan.actions == ()
+    assert plan.outcomes == {}
+
+
+def test_a_valid_baseline_still_prunes_its_own_objects_beside_an_invalid_one() -> None:
+    objects, ns, sa = converged(namespace(), baseline("org", FULL))
+    broken = ObservedBaseline("other", "uid-other", 1, None, SpecError("spec.mode", "bad"))
+    narrowed = baseline("org", {"networkPolicy": {}}, generation=2)
+    plan = plan_namespace(view(ns, [narrowed, broken], objects, sa), POLICY)
+    deleted = sorted(a.name for a in plan.actions if isinstance(a, Delete))
+    assert deleted == ["baseline-limits", "baseline-quota", "baseline-team"]
+    # Whose Pod Security labels are these? With an invalid baseline about, they stay.
+    assert not [a for a in plan.actions if isinstance(a, Apply) and a.body["kind"] == "Namespace"]

@@ -432,3 +432,60 @@ def test_valid_edge_values_are_accepted():
     )
     assert spec.priority == -1000
     assert spec.pod_security.version == "v1.0"
+
+
+CORPUS = Path(__file__).parents[1] / "baselines"
+# What the CRD refuses but the operator can live with, should such a spec have been stored before the
+# schema refused it: the bounds exist to cap the cost of admission rules, not because more is wrong.
+TOLERATED = {
+    "extracidrs-not-a-cidr": "a bare address blocks that one address (/32 or /128)",
+    "extracidrs-too-many": "51 CIDRs are blocked as well as 50",
+    "name-too-long": "metadata, not spec: every write of that baseline is refused and reported per namespace",
+    "providers-duplicate": "duplicates are dropped",
+    "resourcequota-without-hard": "a quota without limits is a valid ResourceQuota",
+    "spec-missing": "an empty spec manages no section, so it writes nothing",
+}
+REFUSED_BY_THE_CRD = sorted((CORPUS / "invalid").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", REFUSED_BY_THE_CRD, ids=[path.stem for path in REFUSED_BY_THE_CRD])
+def test_a_spec_the_crd_refuses_is_refused_by_the_operator_too_for_the_same_field(path):
+    # A baseline stored before a CRD upgrade never met today's schema: the operator must report it,
+    # naming the field the API server would have named, rather than act on it.
+    expected = path.read_text().splitlines()[0].removeprefix("# expect: ")
+    raw = yaml.safe_load(path.read_text()).get("spec")
+    if path.stem in TOLERATED:
+        parse_spec(raw or {})
+        return
+    with pytest.raises(SpecError) as raised:
+        parse_spec(raw)
+    if expected.startswith("unknown field"):
+        assert raised.value.field == expected.split('"')[1]
+    else:
+        assert raised.value.field.startswith(expected.split(":")[0])
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "message"),
+    [
+        ({"excludeNamespaces": ["team-*", "Kube-*"]}, "spec.excludeNamespaces[1]", "can never match"),
+        ({"limitRange": {"max": {"cpus": "2"}}}, "spec.limitRange.max[cpus]", "not a container resource"),
+        (
+            {"namespaceSelector": {"matchExpressions": [{"key": "t", "operator": "In", "values": ["a!"]}]}},
+            "spec.namespaceSelector.matchExpressions[0].values[0]",
+            "not a valid label value",
+        ),
+        ({"rbac": {"roleBindings": [binding(name="a" * 55)]}}, "spec.rbac.roleBindings[0].name", "54"),
+    ],
+)
+def test_what_only_the_schema_refused_before_is_refused_by_the_operator_too(raw, field, message):
+    with pytest.raises(SpecError) as raised:
+        parse_spec(raw)
+    assert raised.value.field == field
+    assert message in raised.value.message
+
+
+def test_extended_and_huge_page_resources_are_container_resources():
+    spec = parse_spec({"limitRange": {"max": {"hugepages-2Mi": "1Gi", "example.com/gpu": "1"}}})
+    assert spec.limit_range is not None
+    assert dict(spec.limit_range.max) == {"hugepages-2Mi": "1Gi", "example.com/gpu": "1"}

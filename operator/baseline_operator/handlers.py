@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import kopf
 
-from baseline_operator import kube
+from baseline_operator import kube, resync
 from baseline_operator.builders.common import MANAGED_BY_LABEL, MANAGED_BY_VALUE, NAME_PREFIX
 from baseline_operator.engine import Engine, EngineSettings
 from baseline_operator.events import EventRecorder, EventSettings
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 
     from baseline_operator.planner import Policy
 
+logger = logging.getLogger(__name__)
+
 MANAGED_KINDS = (kube.NETWORK_POLICY, kube.LIMIT_RANGE, kube.RESOURCE_QUOTA, kube.ROLE_BINDING)
 
 
@@ -51,35 +54,45 @@ class OperatorContext:
     engine: Engine | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     generations: dict[str, tuple[str, int]] = field(default_factory=dict)
+    view: KopfView | None = None
+    watching: set[str] = field(default_factory=set)
+    """Resources whose first list is over: a listed (type None) event for one of them means kopf re-listed."""
+    resync_wanted: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class KopfView:
-    """The engine's read access to kopf's indexes."""
+    """The engine's read access to kopf's indexes, minus objects a resync found gone (see resync.py)."""
 
     def __init__(self, indices: Mapping[str, Any]) -> None:
         self._namespaces = indices["namespace_index"]
         self._baselines = indices["baseline_index"]
-        self._objects = [indices[_managed_index_id(kind)] for kind in MANAGED_KINDS]
+        self._objects = {kind: indices[_managed_index_id(kind)] for kind in MANAGED_KINDS}
         self._accounts = indices["service_account_index"]
         self._roles = indices["cluster_role_index"]
+        self.gone: frozenset[str] = frozenset()
+        """uids still cached though deleted during a watch gap; kopf never tells, a resync does."""
 
-    @staticmethod
-    def _one(index: Mapping[str, Any], key: str) -> Any:
+    def _one(self, index: Mapping[str, Any], key: str) -> Any:
         store = index.get(key)
-        return next(iter(store), None) if store else None
+        return next((found for found in store if found.uid not in self.gone), None) if store else None
 
     def namespace(self, name: str) -> ObservedNamespace | None:
         found: ObservedNamespace | None = self._one(self._namespaces, name)
         return found
 
     def namespace_names(self) -> Collection[str]:
-        return list(self._namespaces.keys())
+        return [name for name in self._namespaces if self.namespace(name) is not None]
 
     def baselines(self) -> list[ObservedBaseline]:
-        return [baseline for store in self._baselines.values() for baseline in store]
+        return [b for store in self._baselines.values() for b in store if b.uid not in self.gone]
 
     def objects(self, namespace: str) -> list[ObservedObject]:
-        return [found for index in self._objects for found in index.get(namespace) or ()]
+        return [
+            found
+            for index in self._objects.values()
+            for found in index.get(namespace) or ()
+            if found.uid not in self.gone
+        ]
 
     def default_service_account(self, namespace: str) -> ObservedObject | None:
         found: ObservedObject | None = self._one(self._accounts, namespace)
@@ -87,6 +100,17 @@ class KopfView:
 
     def cluster_roles(self) -> frozenset[str]:
         return frozenset(self._roles.keys())
+
+    def cached_uids(self) -> dict[kube.Kind, set[str]]:
+        """Every uid in the caches a resync checks, by kind (taken before listing, so nothing races)."""
+        uids = {
+            kube.NAMESPACE: {o.uid for store in self._namespaces.values() for o in store},
+            kube.SECURITY_BASELINE: {o.uid for store in self._baselines.values() for o in store},
+            kube.SERVICE_ACCOUNT: {o.uid for store in self._accounts.values() for o in store},
+        }
+        for kind, index in self._objects.items():
+            uids[kind] = {o.uid for store in index.values() for o in store}
+        return uids
 
 
 class _RetryForever:
@@ -131,11 +155,12 @@ def _register_lifecycle(registry: kopf.OperatorRegistry) -> None:
             memo.api, memo.event_settings, on_suppressed=memo.metrics.events_suppressed.inc
         )
         engine = Engine(memo.api, memo.policy, memo.engine_settings, events=events, metrics=memo.metrics)
-        engine.attach(KopfView(kwargs))
+        memo.view = KopfView(kwargs)
+        engine.attach(memo.view)
         memo.engine = engine
         memo.tasks.append(asyncio.create_task(events.run(), name="events"))
         memo.tasks.append(asyncio.create_task(engine.run(), name="engine"))
-        memo.tasks.append(asyncio.create_task(_backstop(engine, memo.backstop_interval), name="backstop"))
+        memo.tasks.append(asyncio.create_task(_backstop(memo), name="backstop"))
 
     @kopf.on.cleanup(registry=registry, id="stop")
     async def stop(memo: OperatorContext, **_: Any) -> None:
@@ -196,7 +221,8 @@ def _register_events(registry: kopf.OperatorRegistry) -> None:
         )
 
 
-def _namespace_event(name: str, memo: OperatorContext, **_: Any) -> None:
+def _namespace_event(event: kopf.RawEvent, name: str, memo: OperatorContext, **_: Any) -> None:
+    _note_listing(event, "namespaces", memo)
     if memo.engine is not None:
         memo.engine.enqueue(name)
 
@@ -204,6 +230,7 @@ def _namespace_event(name: str, memo: OperatorContext, **_: Any) -> None:
 def _baseline_event(
     event: kopf.RawEvent, name: str, uid: str, meta: kopf.Meta, memo: OperatorContext, **_: Any
 ) -> None:
+    _note_listing(event, "securitybaselines", memo)
     engine = memo.engine
     if engine is None:
         return
@@ -239,13 +266,46 @@ def _index_managed(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str
     return {namespace or "": observe_object(body)}
 
 
-def _managed_event(namespace: str | None, memo: OperatorContext, **_: Any) -> None:
+def _managed_event(
+    event: kopf.RawEvent, resource: kopf.Resource, namespace: str | None, memo: OperatorContext, **_: Any
+) -> None:
+    _note_listing(event, resource.plural, memo)
     if memo.engine is not None and namespace:
         memo.engine.enqueue(namespace)
 
 
-async def _backstop(engine: Engine, interval: float) -> None:
-    """Every `interval`, compare every namespace again (from the caches): catches a missed event."""
+async def _backstop(memo: OperatorContext) -> None:
+    """Resync soon after kopf re-listed, and every `backstop_interval` anyway, then compare every namespace.
+
+    The resync drops what the caches hold but the API no longer has; the comparison catches any missed event.
+    """
     while True:
-        await asyncio.sleep(interval)
-        engine.enqueue_all()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(memo.resync_wanted.wait(), timeout=memo.backstop_interval)
+            await asyncio.sleep(2.0)  # let the other kinds' lists finish too: one resync for all
+        memo.resync_wanted.clear()
+        if memo.view is None or memo.engine is None:
+            continue
+        try:
+            gone = await resync.stale_uids(memo.api, memo.view.cached_uids())
+        except kube.ApiError as error:
+            logger.warning("resync skipped: %s", error)
+            continue
+        if gone - memo.view.gone:
+            logger.info(
+                "resync: %d cached objects were deleted while a watch was down", len(gone - memo.view.gone)
+            )
+        deleted = [b.name for b in memo.view.baselines() if b.uid in gone]
+        memo.view.gone = frozenset(gone)
+        for name in deleted:
+            memo.generations.pop(name, None)
+            memo.engine.baseline_deleted(name)
+        memo.engine.enqueue_all()
+
+
+def _note_listing(event: kopf.RawEvent, resource: str, memo: OperatorContext) -> None:
+    """A listed event (type None) after the first list of `resource`: kopf re-listed, a resync is due."""
+    if event.get("type") is not None:
+        memo.watching.add(resource)
+    elif resource in memo.watching:
+        memo.resync_wanted.set()

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
@@ -166,16 +167,7 @@ class KubeApi:
         cls, *, kubeconfig: str | None = None, max_in_flight: int = 16, observe: RequestObserver = _ignore
     ) -> KubeApi:
         """Log in the way kopf does: in-cluster ServiceAccount when present, else the kubeconfig."""
-        configuration = k8s_client.Configuration()
-        if kubeconfig is None:
-            try:
-                k8s_config.load_incluster_config(client_configuration=configuration)
-            except k8s_config.ConfigException:
-                k8s_config.load_kube_config(client_configuration=configuration)
-        else:
-            k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-        # One connection per request in flight; the default pool (cores x 5) would queue silently.
-        configuration.connection_pool_maxsize = max_in_flight
+        configuration = client_configuration(kubeconfig, max_in_flight=max_in_flight)
         return cls(k8s_client.ApiClient(configuration), max_in_flight=max_in_flight, observe=observe)
 
     def close(self) -> None:
@@ -230,8 +222,12 @@ class KubeApi:
         _raise_for(response)
         return _decode(response)
 
-    async def list_objects(self, kind: Kind, *, label_selector: str | None = None) -> list[dict[str, Any]]:
+    async def list_objects(
+        self, kind: Kind, *, label_selector: str | None = None, field_selector: str | None = None
+    ) -> list[dict[str, Any]]:
         query = [("labelSelector", label_selector)] if label_selector else []
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
         items: list[dict[str, Any]] = (await self._json("GET", kind.path(), query=query)).get("items", [])
         return items
 
@@ -302,7 +298,9 @@ class KubeApi:
             self._observe(method, response.status, time.monotonic() - started)
             if response.status != http.HTTPStatus.TOO_MANY_REQUESTS:
                 return response
-            # API Priority and Fairness rejected us: wait as long as it asks, never spin.
+            # API Priority and Fairness rejected us: wait as long as it asks, never spin. After the last
+            # attempt too: whatever the caller tries next (a watch event re-queues a namespace at once,
+            # bypassing the engine's back-off) must not come sooner than the server asked.
             await self._sleep(min(response.retry_after or 1.0, _MAX_RETRY_AFTER_SECONDS))
         return response
 
@@ -336,6 +334,28 @@ class KubeApi:
             raise
         retry_after = response.getheader("Retry-After")
         return _Response(int(response.status), bytes(data or b""), _seconds(retry_after))
+
+
+def client_configuration(
+    kubeconfig: str | None = None, *, max_in_flight: int = 16
+) -> k8s_client.Configuration:
+    """The official client's configuration: in-cluster ServiceAccount when present, else the kubeconfig."""
+    configuration = k8s_client.Configuration()
+    if kubeconfig is None:
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        except k8s_config.ConfigException:
+            k8s_config.load_kube_config(client_configuration=configuration)
+    else:
+        k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    # One connection per request in flight; the default pool (cores x 5) would queue silently.
+    configuration.connection_pool_maxsize = max_in_flight
+    # urllib3's default policy retries a 429 or 503 that carries Retry-After by itself, for GET, PUT and
+    # DELETE: three more times, sleeping as long as the server says (uncapped) on an in-flight thread,
+    # unseen by the metrics and by the Lease's renew deadline. Throttling is handled once, in `_request`;
+    # connections that fail (a pooled one the server closed) are still retried here.
+    configuration.retries = urllib3.Retry(3, respect_retry_after_header=False)
+    return configuration
 
 
 def _seconds(header: str | None) -> float | None:

@@ -118,7 +118,14 @@ class LeaderElector:
         last_renewed = self._clock()
         while True:
             await asyncio.sleep(self.settings.retry_period)
-            if await self.try_acquire_or_renew():
+            # A renewal held up (a throttled API server can ask for minutes of patience) must not outlast
+            # the deadline: by then a standby may be about to take over.
+            left = self.settings.renew_deadline - (self._clock() - last_renewed)
+            try:
+                renewed = await asyncio.wait_for(self.try_acquire_or_renew(), timeout=max(left, 0.1))
+            except TimeoutError:
+                renewed = False
+            if renewed:
                 last_renewed = self._clock()
             elif self._clock() - last_renewed >= self.settings.renew_deadline:
                 logger.error("lost the Lease %s: could not renew it in time", self.settings.lease_name)

@@ -245,6 +245,7 @@ def own_operator(
 # -- the scenarios ------------------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(sized(300, 2400))
 def test_sigkill_at_random_points_during_cold_convergence(
     own_operator: Callable[..., OperatorProcess],
     api: client.ApiClient,
@@ -277,6 +278,7 @@ def test_sigkill_at_random_points_during_cold_convergence(
     print(f"SIGKILL trials: {trials} x {count} namespaces, converged after restart in {recoveries}")  # noqa: T201
 
 
+@pytest.mark.timeout(sized(300, 900))
 def test_the_operator_recovers_on_its_own_when_the_api_server_and_etcd_come_back(
     cluster: LocalCluster,
     operator: OperatorProcess,
@@ -362,6 +364,7 @@ def test_changes_made_while_the_operator_was_down_are_converged_once(
     print(f"converged {took:.1f} s after the restart")  # noqa: T201
 
 
+@pytest.mark.timeout(sized(300, 900))
 def test_namespace_churn_while_baselines_change_ends_exact_without_memory_growth(
     own_operator: Callable[..., OperatorProcess],
     api: client.ApiClient,

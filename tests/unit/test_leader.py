@@ -136,3 +136,31 @@ def test_a_racing_write_loses_on_the_resource_version() -> None:
             await store.replace(stale)
 
     asyncio.run(scenario())
+
+
+class StuckStore(LeaseStore):
+    """An API server that, after the first write, keeps the renewal waiting (as a long Retry-After would)."""
+
+    async def replace(self, body: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(3600)
+        return body
+
+
+def test_a_renewal_held_up_past_the_renew_deadline_counts_as_lost() -> None:
+    settings = ElectionSettings(
+        namespace="baseline-system",
+        identity="pod-a",
+        lease_duration=0.6,
+        renew_deadline=0.3,
+        retry_period=0.05,
+    )
+    leader = LeaderElector(StuckStore(), settings)  # type: ignore[arg-type]
+
+    async def scenario() -> float:
+        await leader.acquire()
+        started = asyncio.get_running_loop().time()
+        await asyncio.wait_for(leader.hold(), timeout=5)
+        return asyncio.get_running_loop().time() - started
+
+    # Lost before the Lease could expire for the others, not after the stuck call returned.
+    assert asyncio.run(scenario()) < settings.lease_duration

@@ -1,0 +1,160 @@
+"""The API layer under throttling: 429s answered by a scripted HTTP server on loopback, no cluster.
+
+Waits are recorded, not slept, so the tests take milliseconds; the requests and their headers are real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import threading
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from kubernetes import client as k8s_client
+
+from baseline_operator import kube
+
+# A wait that is really slept (by the HTTP client, say) must fail a test, not stall it.
+pytestmark = pytest.mark.timeout(10)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+Answer = tuple[int, str | None]
+"""HTTP status and Retry-After header (None: no header)."""
+
+
+class ScriptedServer(http.server.ThreadingHTTPServer):
+    """Answers each request with the next scripted answer (the last one repeats); counts requests."""
+
+    def __init__(self, answers: list[Answer]) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.answers = answers
+        self.requests = 0
+
+    def next_answer(self) -> Answer:
+        self.requests += 1
+        return self.answers[min(self.requests, len(self.answers)) - 1]
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: ScriptedServer
+
+    def do_GET(self) -> None:
+        status, retry_after = self.server.next_answer()
+        body = json.dumps(
+            {"kind": "ConfigMap", "metadata": {"name": "x"}}
+            if status < 400
+            else {"kind": "Status", "reason": "TooManyRequests", "message": "slow down"}
+        ).encode()
+        self.send_response(status)
+        if retry_after is not None:
+            self.send_header("Retry-After", retry_after)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        del format, args
+
+
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    servers: list[ScriptedServer] = []
+
+    def start(answers: list[Answer]) -> ScriptedServer:
+        server = ScriptedServer(answers)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+class Recorded:
+    """What the API layer did besides sending: its waits and its observed answers."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+        self.answers: list[int] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+    def observe(self, verb: str, status: int, seconds: float) -> None:
+        del verb, seconds
+        self.answers.append(status)
+
+
+def get_from(server: ScriptedServer, recorded: Recorded, tmp_path: Path) -> dict[str, Any] | None:
+    """One GET through the API layer as the operator configures it, against `server`."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": "c", "cluster": {"server": f"http://127.0.0.1:{server.server_address[1]}"}}
+                ],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    configuration = kube.client_configuration(str(kubeconfig), max_in_flight=2)
+    api = kube.KubeApi(
+        k8s_client.ApiClient(configuration), max_in_flight=2, observe=recorded.observe, sleep=recorded.sleep
+    )
+    try:
+        return asyncio.run(api.get(kube.LIMIT_RANGE, "team-a", "x"))
+    finally:
+        api.close()
+
+
+def test_every_429_reaches_the_api_layer_the_http_client_retries_none_behind_its_back(
+    serve: Any, tmp_path: Path
+) -> None:
+    # urllib3's default would retry this GET itself after a real one-second sleep: a wait the API layer
+    # neither caps nor counts, on one of its in-flight threads.
+    server = serve([(429, "1"), (200, None)])
+    recorded = Recorded()
+    assert get_from(server, recorded, tmp_path) is not None
+    assert recorded.answers == [429, 200]
+    assert recorded.waits == [1]
+    assert server.requests == 2
+
+
+def test_a_throttled_request_waits_as_long_as_the_server_asks_then_succeeds(
+    serve: Any, tmp_path: Path
+) -> None:
+    server = serve([(429, "3"), (429, None), (429, "120"), (200, None)])
+    recorded = Recorded()
+    assert get_from(server, recorded, tmp_path) is not None
+    # Retry-After as given; 1 s when the server gives none; never more than 30 s.
+    assert recorded.waits == [3, 1, 30]
+    assert recorded.answers == [429, 429, 429, 200]
+    assert server.requests == 4
+
+
+def test_a_request_throttled_every_time_is_given_up_after_waiting_out_the_last_429(
+    serve: Any, tmp_path: Path
+) -> None:
+    server = serve([(429, "2")])
+    recorded = Recorded()
+    with pytest.raises(kube.UnavailableError) as gave_up:
+        get_from(server, recorded, tmp_path)
+    assert gave_up.value.status == 429
+    attempts = kube._MAX_THROTTLED_RETRIES  # noqa: SLF001 - the bound under test
+    assert server.requests == attempts
+    assert recorded.answers == [429] * attempts  # each attempt counted, as the audit log counts it
+    # The last Retry-After is honoured before giving up: the caller's next try must not come sooner.
+    assert recorded.waits == [2] * attempts

@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed ## Create .venv with the operator and its dev tools
 
 .PHONY: controlplane
-controlplane: setup ## Build etcd, kube-apiserver, kube-controller-manager, kubectl, prometheus, promtool (cached)
+controlplane: setup ## Build etcd, kube-apiserver, kube-controller-manager, kubectl, prometheus, promtool, conftest, kube-score (cached)
 	@echo "==> control-plane binaries (cold build: several minutes on 2 cores, then cached)"
 	@$(BIN)/baseline-localcluster build
 
@@ -58,6 +58,19 @@ e2e: controlplane ## End-to-end tests on a real local control plane started for 
 test: lint controlplane ## Everything CI runs: lint, unit and e2e tests
 	@echo "==> tests (unit, then e2e on a real control plane)"
 	@$(BIN)/pytest tests
+
+.PHONY: test-faults
+test-faults: lint controlplane ## Every fault scenario at full size (10 SIGKILL trials x 300 namespaces, 2 min outage, 3 min churn)
+	@BASELINE_FAULTS=all $(BIN)/pytest tests/e2e/test_faults.py tests/e2e/test_api_faults.py tests/e2e/test_high_availability.py
+
+$(VENV)/.installed-bench: $(VENV)/.installed
+	@echo "==> bench extras (matplotlib, from PyPI)"
+	@$(BIN)/pip install --quiet -e '.[dev,bench]'
+	@touch $@
+
+.PHONY: bench
+bench: controlplane $(VENV)/.installed-bench ## Benchmarks on a local control plane (~25 min; BENCH_ARGS=--quick: ~5 min) -> bench/results/
+	@$(BIN)/python -m bench $(BENCH_ARGS)
 
 .PHONY: clean
 clean: cluster-down ## Remove local state (not the cached binaries)

@@ -230,6 +230,7 @@ async def _lead(
         os._exit(1)
     holding.cancel()
     await elector.release()
+    await working  # a crash of the operator itself still fails the process, after the hand-over
     return 0
 
 

@@ -305,6 +305,7 @@ class Arrivals:
     def __init__(self, api: ApiClient, watched: Iterable[Watched], *, timeout: float = 60.0) -> None:
         self._lock = threading.Lock()
         self._arrived: dict[Key, Arrival] = {}
+        self._left: dict[Key, Arrival] = {}
         self._stop = threading.Event()
         self._connections: list[http.client.HTTPSConnection] = []
         listed: list[threading.Event] = []
@@ -330,7 +331,9 @@ class Arrivals:
             wanted = kind != "DELETED" and "deletionTimestamp" not in metadata and watched.wanted(body)
             with self._lock:
                 if not wanted:
-                    self._arrived.pop(key, None)
+                    gone = self._arrived.pop(key, None)
+                    if gone is not None:
+                        self._left[key] = Arrival(now, gone.uid)
                 elif key not in self._arrived or self._arrived[key].uid != metadata["uid"]:
                     self._arrived[key] = Arrival(now, metadata["uid"])
 
@@ -346,6 +349,12 @@ class Arrivals:
     def arrival(self, key: Key) -> Arrival | None:
         with self._lock:
             return self._arrived.get(key)
+
+    def left(self, key: Key, uid: str) -> float | None:
+        """When this incarnation (uid) of `key` was seen deleted (or out of the wanted state), if it was."""
+        with self._lock:
+            found = self._left.get(key)
+        return found.at if found is not None and found.uid == uid else None
 
     def renewed(self, key: Key, old_uid: str) -> Arrival | None:
         """The arrival of a new incarnation of `key` (a re-created object), if seen yet."""

@@ -34,6 +34,8 @@ LOAD_LABELS = {"bench": "load"}
 """The label the baseline selects namespaces by."""
 DEFAULT_SERVICE_ACCOUNT_CREATED = "DefaultServiceAccountCreated"
 """Key prefix of the watch that sees the controller-manager create each namespace's `default` SA."""
+NAMESPACE_CREATED = "NamespaceCreated"
+"""Key prefix of the watch that sees each selected namespace appear."""
 
 
 @dataclass
@@ -112,6 +114,7 @@ class Workload:
             Watched("Namespace", NAMESPACES, {"labelSelector": load_selector}, namespace_labelled),
             Watched("ServiceAccount", SERVICE_ACCOUNTS, default_account, account_set),
             Watched(DEFAULT_SERVICE_ACCOUNT_CREATED, SERVICE_ACCOUNTS, default_account),
+            Watched(NAMESPACE_CREATED, NAMESPACES, {"labelSelector": load_selector}),
         ]
 
 

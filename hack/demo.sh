@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 export KUBECONFIG=$PWD/.dev/kubeconfig
 kubectl=$PWD/.dev/bin/kubectl
 echo "==> installing the SecurityBaseline CRD"
-$kubectl apply --server-side -f crds/
+$kubectl apply --server-side -f crds/securitybaseline.yaml
 $kubectl wait --for=condition=Established crd/securitybaselines.baseline.dev --timeout=60s
 echo "==> demo namespaces and sample baselines (manifests/samples/)"
 $kubectl apply -f manifests/samples/demo-namespaces.yaml

@@ -316,9 +316,14 @@ def _cost(scenarios: Mapping[str, Any]) -> list[str]:
         )
     scale = scenarios.get("memory_at_scale") or {}
     if "converged_after_s" in scale:
+        quiet = scale["quiet_after_compliant"]
+        quiet_text = f"quiet after {quiet} s" if isinstance(quiet, int | float) else quiet
         lines.append(
             f"- Memory at scale: {scale['added']} namespaces added up to {scale['selected_namespaces']} "
-            f"selected, all compliant after {scale['converged_after_s']} s. CPU seconds: {_cpu(scale)}."
+            f"selected; every object seen after {scale['converged_after_s']} s, status compliant after "
+            f"{scale['status_compliant_after_s']} s. CPU seconds: {_cpu(scale)}. Then "
+            f"{scale['operator_writes_after_compliant']} operator writes ({quiet_text}): "
+            f"{scale['writes_after_compliant']}."
         )
     memory = [
         ("idle", _get(scenarios, "memory_idle")),

@@ -55,6 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 CALIBRATION_MANAGER = "bench-calibration"
 """The calibration client's field manager: not the operator's, so nothing it leaves can look like ours."""
 SETTLE_SECONDS = 5.0
+QUIESCE_AT_SCALE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -637,15 +638,27 @@ def memory_at_scale(bench: Bench) -> dict[str, Any]:
         what="the status says every namespace is compliant",
         interval=1.0,
     )
-    bench.quiesce(quiet=SETTLE_SECONDS)
+    compliant, compliant_at = time.time(), time.monotonic()
+    memory_compliant = bench.running.memory()
+    try:
+        quiet: float | str = bench.quiesce(quiet=SETTLE_SECONDS, timeout=QUIESCE_AT_SCALE_SECONDS)
+    except BenchError:
+        quiet = f"still writing after {QUIESCE_AT_SCALE_SECONDS:.0f} s"
+    measured = time.time()
     memory = bench.running.memory()
+    late = _writes(bench.audit.between(compliant, measured))
     return {
         "selected_namespaces": len(bench.load),
         "namespaces": bench.namespace_count(),
         "added": len(names),
         "creating_took_s": round(created - started, 1),
         "converged_after_s": round(done - started, 1),
+        "status_compliant_after_s": round(compliant_at - started, 1),
         "cpu_seconds": cpu,
         **vars(memory),
+        "memory_when_compliant": vars(memory_compliant),
+        "quiet_after_compliant": quiet,
+        "operator_writes_after_compliant": len(late),
+        "writes_after_compliant": _by_resource(late),
         "completion_s": curve(bench.completion(names, started)),
     }

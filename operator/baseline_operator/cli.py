@@ -17,7 +17,7 @@ import yaml
 from baseline_operator import __version__
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Sequence
+    from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 
     from baseline_operator.handlers import OperatorContext
     from baseline_operator.leader import ElectionSettings, LeaderElector
@@ -194,8 +194,12 @@ async def _operate(context: OperatorContext, election: ElectionSettings | None, 
     from baseline_operator.handlers import build_registry  # noqa: PLC0415
     from baseline_operator.leader import LeaderElector  # noqa: PLC0415
 
-    def operator() -> Any:
-        return kopf.operator(
+    async def operator() -> None:
+        # The cache is filled before kopf watches anything (see cache.py), answering the liveness probe
+        # meanwhile; kopf answers it from then on.
+        async with _waiting_health(liveness):
+            await context.cache.fill(context.api)
+        await kopf.operator(
             registry=build_registry(),
             memo=context,
             clusterwide=True,
@@ -214,11 +218,14 @@ async def _operate(context: OperatorContext, election: ElectionSettings | None, 
 
 
 async def _lead(
-    context: OperatorContext, elector: LeaderElector, operator: Callable[[], Any], liveness: str | None
+    context: OperatorContext,
+    elector: LeaderElector,
+    operator: Callable[[], Coroutine[Any, Any, None]],
+    liveness: str | None,
 ) -> int:
     """Wait for the Lease, work while holding it, hand it over on a graceful stop."""
     context.metrics.leading(leading=False)
-    async with _standby_health(liveness):
+    async with _waiting_health(liveness):
         await elector.acquire()
     context.metrics.leading(leading=True)
     working = asyncio.create_task(operator())
@@ -235,15 +242,15 @@ async def _lead(
 
 
 @contextlib.asynccontextmanager
-async def _standby_health(liveness: str | None) -> AsyncIterator[None]:
-    """While a standby waits, answer the liveness probe that kopf answers once this replica leads."""
+async def _waiting_health(liveness: str | None) -> AsyncIterator[None]:
+    """Answer the liveness probe while kopf is not running yet: a standby waiting, or the cache filling."""
     if liveness is None:
         yield
         return
     from aiohttp import web  # noqa: PLC0415 - kopf's own HTTP library
 
     async def healthy(_: web.Request) -> web.Response:
-        return web.json_response({"standby": True})
+        return web.json_response({"waiting": True})
 
     url = urllib.parse.urlsplit(liveness)
     app = web.Application()

@@ -1,9 +1,9 @@
-"""kopf wiring: index handlers fill the caches, event handlers enqueue work. Nothing else.
+"""kopf wiring: event handlers keep the cluster cache current and enqueue work. Nothing else.
 
-Only `@kopf.index` and `@kopf.on.event` handlers are used, because they write nothing to the objects
-they watch: no `last-handled-configuration` annotation, no progress annotations and no finalizers on
-users' Namespaces or on SecurityBaselines that live in Git. kopf also waits until every index holds
-its initial listing before calling any event handler, so the first reconcile sees the whole cluster.
+Only `@kopf.on.event` handlers are used, because they write nothing to the objects they watch: no
+`last-handled-configuration` annotation, no progress annotations and no finalizers on users' Namespaces or
+on SecurityBaselines that live in Git. The cache is filled before kopf starts (see cache.py), so the
+first reconcile sees the whole cluster.
 """
 
 from __future__ import annotations
@@ -17,28 +17,18 @@ from typing import TYPE_CHECKING, Any
 
 import kopf
 
-from baseline_operator import kube, resync
-from baseline_operator.builders.common import MANAGED_BY_LABEL, MANAGED_BY_VALUE, NAME_PREFIX
+from baseline_operator import kube
+from baseline_operator.cache import MANAGED_KINDS, ClusterCache
 from baseline_operator.engine import Engine, EngineSettings
 from baseline_operator.events import EventRecorder, EventSettings
 from baseline_operator.metrics import MetricsRecorder
-from baseline_operator.observed import (
-    ObservedBaseline,
-    ObservedNamespace,
-    ObservedObject,
-    observe_baseline,
-    observe_namespace,
-    observe_object,
-)
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterator, Mapping
+    from collections.abc import Iterator
 
     from baseline_operator.planner import Policy
 
 logger = logging.getLogger(__name__)
-
-MANAGED_KINDS = (kube.NETWORK_POLICY, kube.LIMIT_RANGE, kube.RESOURCE_QUOTA, kube.ROLE_BINDING)
 
 
 @dataclass
@@ -54,63 +44,11 @@ class OperatorContext:
     engine: Engine | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     generations: dict[str, tuple[str, int]] = field(default_factory=dict)
-    view: KopfView | None = None
+    cache: ClusterCache = field(default_factory=ClusterCache)
+    """Filled before kopf starts (`ClusterCache.fill`), then kept current by the event handlers."""
     watching: set[str] = field(default_factory=set)
     """Resources whose first list is over: a listed (type None) event for one of them means kopf re-listed."""
     resync_wanted: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class KopfView:
-    """The engine's read access to kopf's indexes, minus objects a resync found gone (see resync.py)."""
-
-    def __init__(self, indices: Mapping[str, Any]) -> None:
-        self._namespaces = indices["namespace_index"]
-        self._baselines = indices["baseline_index"]
-        self._objects = {kind: indices[_managed_index_id(kind)] for kind in MANAGED_KINDS}
-        self._accounts = indices["service_account_index"]
-        self._roles = indices["cluster_role_index"]
-        self.gone: frozenset[str] = frozenset()
-        """uids still cached though deleted during a watch gap; kopf never tells, a resync does."""
-
-    def _one(self, index: Mapping[str, Any], key: str) -> Any:
-        store = index.get(key)
-        return next((found for found in store if found.uid not in self.gone), None) if store else None
-
-    def namespace(self, name: str) -> ObservedNamespace | None:
-        found: ObservedNamespace | None = self._one(self._namespaces, name)
-        return found
-
-    def namespace_names(self) -> Collection[str]:
-        return [name for name in self._namespaces if self.namespace(name) is not None]
-
-    def baselines(self) -> list[ObservedBaseline]:
-        return [b for store in self._baselines.values() for b in store if b.uid not in self.gone]
-
-    def objects(self, namespace: str) -> list[ObservedObject]:
-        return [
-            found
-            for index in self._objects.values()
-            for found in index.get(namespace) or ()
-            if found.uid not in self.gone
-        ]
-
-    def default_service_account(self, namespace: str) -> ObservedObject | None:
-        found: ObservedObject | None = self._one(self._accounts, namespace)
-        return found
-
-    def cluster_roles(self) -> frozenset[str]:
-        return frozenset(self._roles.keys())
-
-    def cached_uids(self) -> dict[kube.Kind, set[str]]:
-        """Every uid in the caches a resync checks, by kind (taken before listing, so nothing races)."""
-        uids = {
-            kube.NAMESPACE: {o.uid for store in self._namespaces.values() for o in store},
-            kube.SECURITY_BASELINE: {o.uid for store in self._baselines.values() for o in store},
-            kube.SERVICE_ACCOUNT: {o.uid for store in self._accounts.values() for o in store},
-        }
-        for kind, index in self._objects.items():
-            uids[kind] = {o.uid for store in index.values() for o in store}
-        return uids
 
 
 class _RetryForever:
@@ -124,17 +62,10 @@ class _RetryForever:
         return itertools.chain((0.5, 1.0), itertools.repeat(2.0))
 
 
-def _is_candidate(name: str, labels: Mapping[str, str], **_: Any) -> bool:
-    # Ours by label, or any object holding one of our names: the planner must see those too, so that
-    # it reports a name taken by someone else instead of applying over their object.
-    return labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE or name.startswith(NAME_PREFIX)
-
-
 def build_registry() -> kopf.OperatorRegistry:
     """Register every handler on a fresh registry (no import-time global registration)."""
     registry = kopf.OperatorRegistry()
     _register_lifecycle(registry)
-    _register_caches(registry)
     _register_events(registry)
     return registry
 
@@ -146,7 +77,7 @@ def _register_lifecycle(registry: kopf.OperatorRegistry) -> None:
         return kopf.login_via_client(**kwargs)
 
     @kopf.on.startup(registry=registry, id="start")
-    async def start(settings: kopf.OperatorSettings, memo: OperatorContext, **kwargs: Any) -> None:
+    async def start(settings: kopf.OperatorSettings, memo: OperatorContext, **_: Any) -> None:
         settings.posting.enabled = False  # our own Events, rate-limited, say what happened
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
@@ -155,8 +86,7 @@ def _register_lifecycle(registry: kopf.OperatorRegistry) -> None:
             memo.api, memo.event_settings, on_suppressed=memo.metrics.events_suppressed.inc
         )
         engine = Engine(memo.api, memo.policy, memo.engine_settings, events=events, metrics=memo.metrics)
-        memo.view = KopfView(kwargs)
-        engine.attach(memo.view)
+        engine.attach(memo.cache)
         memo.engine = engine
         memo.tasks.append(asyncio.create_task(events.run(), name="events"))
         memo.tasks.append(asyncio.create_task(engine.run(), name="engine"))
@@ -169,35 +99,6 @@ def _register_lifecycle(registry: kopf.OperatorRegistry) -> None:
         for task in memo.tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-def _register_caches(registry: kopf.OperatorRegistry) -> None:
-    @kopf.index("namespaces", registry=registry, id="namespace_index")
-    def namespace_index(body: kopf.Body, name: str, **_: Any) -> dict[str, ObservedNamespace]:
-        return {name: observe_namespace(body)}
-
-    @kopf.index("baseline.dev", "v1alpha1", "securitybaselines", registry=registry, id="baseline_index")
-    def baseline_index(body: kopf.Body, name: str, **_: Any) -> dict[str, ObservedBaseline]:
-        return {name: observe_baseline(body)}
-
-    @kopf.index(
-        "serviceaccounts",
-        field="metadata.name",
-        value="default",
-        registry=registry,
-        id="service_account_index",
-    )
-    def service_account_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, ObservedObject]:
-        return {namespace or "": observe_object(body)}
-
-    @kopf.index("rbac.authorization.k8s.io", "v1", "clusterroles", registry=registry, id="cluster_role_index")
-    def cluster_role_index(name: str, **_: Any) -> dict[str, bool]:
-        return {name: True}
-
-    for kind in MANAGED_KINDS:
-        kopf.index(*_resource(kind), when=_is_candidate, registry=registry, id=_managed_index_id(kind))(
-            _index_managed
-        )
 
 
 def _register_events(registry: kopf.OperatorRegistry) -> None:
@@ -215,14 +116,22 @@ def _register_events(registry: kopf.OperatorRegistry) -> None:
     kopf.on.event(
         "rbac.authorization.k8s.io", "v1", "clusterroles", registry=registry, id="cluster_role_event"
     )(_cluster_role_event)
+    # No `when` filter on the managed kinds: an object relabelled away from us must still reach the
+    # cache, to leave it.
     for kind in MANAGED_KINDS:
-        kopf.on.event(*_resource(kind), when=_is_candidate, registry=registry, id=f"{kind.plural}_event")(
-            _managed_event
-        )
+        kopf.on.event(*_resource(kind), registry=registry, id=f"{kind.plural}_event")(_managed_event)
+
+
+def _record(event: kopf.RawEvent, kind: kube.Kind, memo: OperatorContext) -> bool:
+    """Bring the cache up to date with one event; whether the object is or was in the operator's view."""
+    _note_listing(event, kind.plural, memo)
+    if event.get("type") == "DELETED":
+        return memo.cache.forget(kind, event["object"])
+    return memo.cache.observe(kind, event["object"])
 
 
 def _namespace_event(event: kopf.RawEvent, name: str, memo: OperatorContext, **_: Any) -> None:
-    _note_listing(event, "namespaces", memo)
+    _record(event, kube.NAMESPACE, memo)
     if memo.engine is not None:
         memo.engine.enqueue(name)
 
@@ -230,7 +139,7 @@ def _namespace_event(event: kopf.RawEvent, name: str, memo: OperatorContext, **_
 def _baseline_event(
     event: kopf.RawEvent, name: str, uid: str, meta: kopf.Meta, memo: OperatorContext, **_: Any
 ) -> None:
-    _note_listing(event, "securitybaselines", memo)
+    _record(event, kube.SECURITY_BASELINE, memo)
     engine = memo.engine
     if engine is None:
         return
@@ -247,6 +156,7 @@ def _baseline_event(
 
 
 def _cluster_role_event(event: kopf.RawEvent, name: str, memo: OperatorContext, **_: Any) -> None:
+    _record(event, kube.CLUSTER_ROLE, memo)
     # Only a role's existence matters, and only for roles baselines may bind.
     appeared_or_went = event.get("type") in {"ADDED", "DELETED"}
     if memo.engine is not None and appeared_or_went and name in memo.policy.allowed_cluster_roles:
@@ -258,48 +168,41 @@ def _resource(kind: kube.Kind) -> tuple[str, ...]:
     return (group, version, kind.plural) if group else (version, kind.plural)
 
 
-def _managed_index_id(kind: kube.Kind) -> str:
-    return f"{kind.plural}_index"
-
-
-def _index_managed(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, ObservedObject]:
-    return {namespace or "": observe_object(body)}
-
-
 def _managed_event(
     event: kopf.RawEvent, resource: kopf.Resource, namespace: str | None, memo: OperatorContext, **_: Any
 ) -> None:
-    _note_listing(event, resource.plural, memo)
-    if memo.engine is not None and namespace:
+    in_view = _record(event, _KINDS_BY_PLURAL[resource.plural], memo)
+    if in_view and memo.engine is not None and namespace:
         memo.engine.enqueue(namespace)
+
+
+_KINDS_BY_PLURAL = {kind.plural: kind for kind in (kube.SERVICE_ACCOUNT, *MANAGED_KINDS)}
 
 
 async def _backstop(memo: OperatorContext) -> None:
     """Resync soon after kopf re-listed, and every `backstop_interval` anyway, then compare every namespace.
 
-    The resync drops what the caches hold but the API no longer has; the comparison catches any missed event.
+    The resync drops what the cache holds but the API no longer has; the comparison catches any missed event.
     """
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(memo.resync_wanted.wait(), timeout=memo.backstop_interval)
             await asyncio.sleep(2.0)  # let the other kinds' lists finish too: one resync for all
         memo.resync_wanted.clear()
-        if memo.view is None or memo.engine is None:
+        if memo.engine is None:
             continue
+        known = {baseline.uid: baseline.name for baseline in memo.cache.baselines()}
         try:
-            gone = await resync.stale_uids(memo.api, memo.view.cached_uids())
+            gone = await memo.cache.resync(memo.api)
         except kube.ApiError as error:
             logger.warning("resync skipped: %s", error)
             continue
-        if gone - memo.view.gone:
-            logger.info(
-                "resync: %d cached objects were deleted while a watch was down", len(gone - memo.view.gone)
-            )
-        deleted = [b.name for b in memo.view.baselines() if b.uid in gone]
-        memo.view.gone = frozenset(gone)
-        for name in deleted:
-            memo.generations.pop(name, None)
-            memo.engine.baseline_deleted(name)
+        if gone:
+            logger.info("resync: %d cached objects were deleted while a watch was down", len(gone))
+        for name in (known[uid] for uid in gone & known.keys()):
+            if memo.cache.baseline(name) is None:
+                memo.generations.pop(name, None)
+                memo.engine.baseline_deleted(name)
         memo.engine.enqueue_all()
 
 

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 _MAX_RETRY_AFTER_SECONDS = 30.0
 _MAX_THROTTLED_RETRIES = 8
+# Pages keep one list's response small; 500 is what client-go's informers ask for.
+_LIST_PAGE_SIZE = 500
 
 
 @dataclass(frozen=True)
@@ -225,11 +227,25 @@ class KubeApi:
     async def list_objects(
         self, kind: Kind, *, label_selector: str | None = None, field_selector: str | None = None
     ) -> list[dict[str, Any]]:
-        query = [("labelSelector", label_selector)] if label_selector else []
+        """Every object of `kind`, listed in pages; items carry kind and apiVersion, as watched ones do."""
+        query = [("limit", str(_LIST_PAGE_SIZE))]
+        if label_selector:
+            query.append(("labelSelector", label_selector))
         if field_selector:
             query.append(("fieldSelector", field_selector))
-        items: list[dict[str, Any]] = (await self._json("GET", kind.path(), query=query)).get("items", [])
-        return items
+        items: list[dict[str, Any]] = []
+        page_token = ""
+        while True:
+            page = await self._json(
+                "GET", kind.path(), query=[*query, ("continue", page_token)] if page_token else query
+            )
+            for item in page.get("items") or []:
+                item.setdefault("kind", kind.kind)
+                item.setdefault("apiVersion", kind.api_version)
+                items.append(item)
+            page_token = (page.get("metadata") or {}).get("continue") or ""
+            if not page_token:
+                return items
 
     async def patch_status(self, kind: Kind, name: str, status: Mapping[str, Any]) -> dict[str, Any] | None:
         """Merge-patch the status subresource; None when the object is gone."""

@@ -9,6 +9,7 @@ import asyncio
 import http.server
 import json
 import threading
+import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -93,8 +94,8 @@ class Recorded:
         self.answers.append(status)
 
 
-def get_from(server: ScriptedServer, recorded: Recorded, tmp_path: Path) -> dict[str, Any] | None:
-    """One GET through the API layer as the operator configures it, against `server`."""
+def api_for(server: http.server.HTTPServer, recorded: Recorded, tmp_path: Path) -> kube.KubeApi:
+    """The API layer as the operator configures it, against `server`."""
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
         json.dumps(
@@ -111,9 +112,14 @@ def get_from(server: ScriptedServer, recorded: Recorded, tmp_path: Path) -> dict
         )
     )
     configuration = kube.client_configuration(str(kubeconfig), max_in_flight=2)
-    api = kube.KubeApi(
+    return kube.KubeApi(
         k8s_client.ApiClient(configuration), max_in_flight=2, observe=recorded.observe, sleep=recorded.sleep
     )
+
+
+def get_from(server: ScriptedServer, recorded: Recorded, tmp_path: Path) -> dict[str, Any] | None:
+    """One GET through the API layer, against `server`."""
+    api = api_for(server, recorded, tmp_path)
     try:
         return asyncio.run(api.get(kube.LIMIT_RANGE, "team-a", "x"))
     finally:
@@ -158,3 +164,53 @@ def test_a_request_throttled_every_time_is_given_up_after_waiting_out_the_last_4
     assert recorded.answers == [429] * attempts  # each attempt counted, as the audit log counts it
     # The last Retry-After is honoured before giving up: the caller's next try must not come sooner.
     assert recorded.waits == [2] * attempts
+
+
+class PagedServer(http.server.ThreadingHTTPServer):
+    """Lists `total` LimitRanges in pages of the asked `limit`, as the API server does; keeps the queries."""
+
+    def __init__(self, total: int) -> None:
+        super().__init__(("127.0.0.1", 0), _PagedHandler)
+        self.total = total
+        self.queries: list[dict[str, list[str]]] = []
+
+
+class _PagedHandler(http.server.BaseHTTPRequestHandler):
+    server: PagedServer
+
+    def do_GET(self) -> None:
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        self.server.queries.append(query)
+        start = int(query.get("continue", ["0"])[0])
+        end = min(start + int(query["limit"][0]), self.server.total)
+        page = {
+            "kind": "LimitRangeList",
+            "apiVersion": "v1",
+            "metadata": {"continue": str(end)} if end < self.server.total else {},
+            "items": [{"metadata": {"name": f"lr-{index}"}} for index in range(start, end)],
+        }
+        body = json.dumps(page).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        del format, args
+
+
+def test_a_list_is_read_in_pages_and_every_item_says_its_kind(tmp_path: Path) -> None:
+    server = PagedServer(total=1203)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    api = api_for(server, Recorded(), tmp_path)
+    try:
+        items = asyncio.run(api.list_objects(kube.LIMIT_RANGE, field_selector="metadata.name=x"))
+    finally:
+        api.close()
+        server.shutdown()
+        server.server_close()
+    assert [item["metadata"]["name"] for item in items] == [f"lr-{index}" for index in range(1203)]
+    assert {(item["kind"], item["apiVersion"]) for item in items} == {("LimitRange", "v1")}
+    assert [query.get("continue") for query in server.queries] == [None, ["500"], ["1000"]]
+    assert all(query["fieldSelector"] == ["metadata.name=x"] for query in server.queries)

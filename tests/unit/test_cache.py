@@ -1,0 +1,146 @@
+"""The cluster cache: what watch events and lists leave in the operator's view, and what a resync drops."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from baseline_operator import kube
+from baseline_operator.builders.common import MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from baseline_operator.cache import ClusterCache
+
+if TYPE_CHECKING:
+    import pytest
+
+OURS = {MANAGED_BY_LABEL: MANAGED_BY_VALUE}
+
+
+def body(
+    kind: kube.Kind, name: str, uid: str, namespace: str = "", labels: dict[str, str] | None = None
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "uid": uid, "labels": labels or {}}
+    if namespace:
+        metadata["namespace"] = namespace
+    return {"apiVersion": kind.api_version, "kind": kind.kind, "metadata": metadata}
+
+
+class Lists:
+    """An API that lists fixed bodies per kind, failing the first `failures` calls; keeps the selectors."""
+
+    def __init__(self, bodies: dict[kube.Kind, list[dict[str, Any]]], failures: int = 0) -> None:
+        self.bodies = bodies
+        self.failures = failures
+        self.selectors: dict[str, str | None] = {}
+
+    async def list_objects(
+        self, kind: kube.Kind, *, field_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        if self.failures:
+            self.failures -= 1
+            raise kube.UnavailableError(503, "ServiceUnavailable", "starting")
+        self.selectors[kind.kind] = field_selector
+        return self.bodies.get(kind, [])
+
+
+def names(cache: ClusterCache, namespace: str) -> set[str]:
+    return {record.name for record in cache.objects(namespace)}
+
+
+def test_objects_of_a_managed_kind_are_kept_only_when_they_could_be_ours() -> None:
+    cache = ClusterCache()
+    assert cache.observe(kube.NETWORK_POLICY, body(kube.NETWORK_POLICY, "deny", "1", "team", OURS))
+    # Someone else's object under one of our names: kept, so that the planner reports the clash.
+    assert cache.observe(kube.NETWORK_POLICY, body(kube.NETWORK_POLICY, "baseline-deny-ingress", "2", "team"))
+    assert not cache.observe(kube.NETWORK_POLICY, body(kube.NETWORK_POLICY, "allow-web", "3", "team"))
+    assert names(cache, "team") == {"deny", "baseline-deny-ingress"}
+
+
+def test_an_object_relabelled_away_from_us_leaves_the_view() -> None:
+    cache = ClusterCache()
+    cache.observe(kube.LIMIT_RANGE, body(kube.LIMIT_RANGE, "limits", "1", "team", OURS))
+    assert cache.observe(kube.LIMIT_RANGE, body(kube.LIMIT_RANGE, "limits", "1", "team", {"x": "y"}))
+    assert names(cache, "team") == set()
+
+
+def test_a_late_delete_of_the_old_object_does_not_erase_its_replacement() -> None:
+    # kopf handles each object (uid) in its own task: the replacement's ADDED can come first.
+    cache = ClusterCache()
+    cache.observe(kube.NAMESPACE, body(kube.NAMESPACE, "team", "old"))
+    cache.observe(kube.NAMESPACE, body(kube.NAMESPACE, "team", "new"))
+    assert cache.forget(kube.NAMESPACE, body(kube.NAMESPACE, "team", "old"))
+    namespace = cache.namespace("team")
+    assert namespace is not None
+    assert namespace.uid == "new"
+    assert not cache.forget(kube.NAMESPACE, body(kube.NAMESPACE, "team", "old"))
+
+
+def test_a_cluster_role_is_forgotten_only_by_its_own_uid() -> None:
+    cache = ClusterCache()
+    cache.observe(kube.CLUSTER_ROLE, body(kube.CLUSTER_ROLE, "view", "new"))
+    assert not cache.forget(kube.CLUSTER_ROLE, body(kube.CLUSTER_ROLE, "view", "old"))
+    assert cache.cluster_roles() == {"view"}
+    assert cache.forget(kube.CLUSTER_ROLE, body(kube.CLUSTER_ROLE, "view", "new"))
+    assert cache.cluster_roles() == frozenset()
+
+
+def test_only_the_default_service_account_is_kept() -> None:
+    cache = ClusterCache()
+    assert not cache.observe(kube.SERVICE_ACCOUNT, body(kube.SERVICE_ACCOUNT, "builder", "1", "team"))
+    assert cache.observe(kube.SERVICE_ACCOUNT, body(kube.SERVICE_ACCOUNT, "default", "2", "team"))
+    account = cache.default_service_account("team")
+    assert account is not None
+    assert account.uid == "2"
+
+
+def test_fill_lists_every_kind_and_waits_out_an_api_that_is_not_there_yet(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr("baseline_operator.cache.asyncio.sleep", sleep)
+    api = Lists(
+        {
+            kube.NAMESPACE: [body(kube.NAMESPACE, "team", "ns")],
+            kube.SECURITY_BASELINE: [body(kube.SECURITY_BASELINE, "base", "b")],
+            kube.CLUSTER_ROLE: [body(kube.CLUSTER_ROLE, "view", "r")],
+            kube.SERVICE_ACCOUNT: [body(kube.SERVICE_ACCOUNT, "default", "sa", "team")],
+            kube.ROLE_BINDING: [body(kube.ROLE_BINDING, "viewers", "rb", "team", OURS)],
+        },
+        failures=2,
+    )
+    cache = ClusterCache()
+    asyncio.run(cache.fill(api))  # type: ignore[arg-type]
+    assert slept == [2.0, 2.0]
+    assert cache.namespace_names() == ["team"]
+    assert [baseline.name for baseline in cache.baselines()] == ["base"]
+    assert cache.cluster_roles() == {"view"}
+    assert cache.default_service_account("team") is not None
+    assert names(cache, "team") == {"viewers"}
+    assert api.selectors["ServiceAccount"] == "metadata.name=default"
+    assert api.selectors["NetworkPolicy"] is None
+
+
+def test_a_resync_drops_the_cached_objects_missing_from_the_lists_and_nothing_else() -> None:
+    cache = ClusterCache()
+    cache.observe(kube.NAMESPACE, body(kube.NAMESPACE, "team", "ns"))
+    cache.observe(kube.NETWORK_POLICY, body(kube.NETWORK_POLICY, "kept", "np-1", "team", OURS))
+    cache.observe(kube.NETWORK_POLICY, body(kube.NETWORK_POLICY, "deleted", "np-2", "team", OURS))
+    cache.observe(kube.SECURITY_BASELINE, body(kube.SECURITY_BASELINE, "gone", "b"))
+    api = Lists(
+        {
+            kube.NAMESPACE: [body(kube.NAMESPACE, "team", "ns")],
+            # Created after the cache was read: not cached, so not stale either.
+            kube.NETWORK_POLICY: [
+                body(kube.NETWORK_POLICY, "kept", "np-1", "team", OURS),
+                body(kube.NETWORK_POLICY, "new", "np-3", "team", OURS),
+            ],
+        }
+    )
+    gone = asyncio.run(cache.resync(api))  # type: ignore[arg-type]
+    assert gone == {"np-2", "b"}
+    assert names(cache, "team") == {"kept"}
+    assert cache.baselines() == []
+    assert cache.namespace("team") is not None

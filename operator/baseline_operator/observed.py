@@ -1,13 +1,19 @@
 """What the operator keeps of each watched object: small, typed, immutable records.
 
-kopf's indexes hold these (one per object), so they are the operator's whole view of the cluster:
+The cluster cache holds these (one per object), so they are the operator's whole view of the cluster:
 reconciling reads them and never LISTs. Each record keeps only what comparison, pruning and
 attribution need; `managedFields`, status and everything else of the raw body is dropped, which is
 most of an object's size.
+
+Memory is what bounds the operator at scale, so a managed object's body is kept as compact JSON and
+decoded when a reconcile reads it (a few per reconcile, microseconds each): 1.2 KB per object instead
+of 4.3 KB as nested frozen mappings, and nothing for the garbage collector to walk. The sets of fields
+we own are shared between objects, since objects built alike are owned alike.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -55,16 +61,45 @@ class ObservedObject:
     namespace: str
     name: str
     uid: str
-    body: Mapping[str, Any]
+    document: bytes
+    """The kept body as compact JSON (see the module docstring); `body` decodes it."""
+    labels: Mapping[str, str]
     owned: frozenset[Path] = frozenset()
     """Fields our field manager owns through server-side apply."""
     writers: tuple[ManagerEntry, ...] = ()
     resource_version: str = ""
 
+    @classmethod
+    def from_body(
+        cls,
+        kind: str,
+        namespace: str,
+        name: str,
+        uid: str,
+        body: Mapping[str, Any],
+        *,
+        owned: frozenset[Path] = frozenset(),
+        writers: tuple[ManagerEntry, ...] = (),
+        resource_version: str = "",
+    ) -> ObservedObject:
+        labels = (body.get("metadata") or {}).get("labels") or {}
+        return cls(
+            kind=kind,
+            namespace=namespace,
+            name=name,
+            uid=uid,
+            document=json.dumps(body, separators=(",", ":")).encode(),
+            labels=MappingProxyType(dict(labels)),
+            owned=_shared(owned),
+            writers=writers,
+            resource_version=resource_version,
+        )
+
     @property
-    def labels(self) -> Mapping[str, str]:
-        labels: Mapping[str, str] = self.body.get("metadata", {}).get("labels") or {}
-        return labels
+    def body(self) -> dict[str, Any]:
+        """A fresh, mutable copy of the kept body."""
+        decoded: dict[str, Any] = json.loads(self.document)
+        return decoded
 
     @property
     def owns_content(self) -> bool:
@@ -134,16 +169,32 @@ def observe_object(body: Mapping[str, Any]) -> ObservedObject:
         # Usage is how the planner tells that a quota is below what the namespace already uses.
         kept["status"] = {"used": (body.get("status") or {}).get("used") or {}}
     kept["metadata"] = {key: value for key, value in metadata.items() if key not in _DROPPED_METADATA}
-    return ObservedObject(
+    return ObservedObject.from_body(
         kind=str(body.get("kind")),
         namespace=str(metadata.get("namespace", "")),
         name=str(metadata.get("name")),
         uid=str(metadata.get("uid")),
-        body=_frozen(thaw(kept)),
+        body=kept,
         owned=owned_paths(managed_fields, FIELD_MANAGER),
         writers=managers(managed_fields),
         resource_version=str(metadata.get("resourceVersion", "")),
     )
+
+
+_SHARED_OWNED: dict[frozenset[Path], frozenset[Path]] = {}
+# Ownership comes in a handful of shapes (one per kind and baseline spec); stop sharing past this many
+# rather than grow without bound if something unforeseen makes each one different.
+_MAX_SHARED_OWNED = 4096
+
+
+def _shared(owned: frozenset[Path]) -> frozenset[Path]:
+    """The one copy of an equal set of owned fields already held, if any."""
+    found = _SHARED_OWNED.get(owned)
+    if found is not None:
+        return found
+    if len(_SHARED_OWNED) < _MAX_SHARED_OWNED:
+        _SHARED_OWNED[owned] = owned
+    return owned
 
 
 def observe_namespace(body: Mapping[str, Any]) -> ObservedNamespace:

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 from baseline_operator.builders import BuildContext, BuildError, PlaceholderError, build_section
 from baseline_operator.builders.common import FIELD_MANAGER, SECTION_LABEL
 from baseline_operator.compare import FieldDifference, ManagerEntry, differences, last_writer_other_than
-from baseline_operator.observed import thaw
 from baseline_operator.quantity import parse_quantity
 from baseline_operator.selection import SectionAssignment, assign_sections, selects
 from baseline_operator.spec import BaselineRef, Mode, Section
@@ -295,7 +294,7 @@ def _action_for(
             # The ServiceAccount controller creates it in a moment; its event brings us back.
             outcome.waiting = True
             return None
-        live = _Live(thaw(account.body), account.uid, account.owned, account.writers)
+        live = _Live(account.body, account.uid, account.owned, account.writers)
     else:
         found = live_by_key.get((kind, name))
         if found is None:
@@ -314,7 +313,7 @@ def _action_for(
                 )
             )
             return None
-        live = _Live(thaw(found.body), found.uid, found.owned, found.writers)
+        live = _Live(found.body, found.uid, found.owned, found.writers)
         if kind == "ResourceQuota":
             _check_usage(want.body, live.body, want.section, outcome, namespace.name)
     changed = differences(want.body, live.body, live.owned)

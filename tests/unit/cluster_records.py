@@ -57,7 +57,7 @@ def account(ns: str, *, automount: bool | None = None, owned: frozenset = frozen
     }
     if automount is not None:
         body["automountServiceAccountToken"] = automount
-    return ObservedObject("ServiceAccount", ns, "default", f"sa-{ns}", body, owned)
+    return ObservedObject.from_body("ServiceAccount", ns, "default", f"sa-{ns}", body, owned=owned)
 
 
 def applied(body: dict[str, Any], **server_additions: Any) -> ObservedObject:
@@ -68,13 +68,13 @@ def applied(body: dict[str, Any], **server_additions: Any) -> ObservedObject:
     }
     stored.update(server_additions)
     observed = observe_object(stored)
-    return ObservedObject(
+    return ObservedObject.from_body(
         observed.kind,
         observed.namespace,
         observed.name,
         observed.uid,
         observed.body,
-        frozenset(leaf_paths(body)),
+        owned=frozenset(leaf_paths(body)),
     )
 
 

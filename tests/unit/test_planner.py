@@ -38,7 +38,9 @@ def test_a_converged_namespace_needs_no_write_even_with_server_defaults_and_norm
         "limits": [{"type": "Container", "default": {"cpu": "500m"}, "defaultRequest": {"cpu": "500m"}}]
     }
     objects = [o for o in objects if o.kind != "LimitRange"] + [
-        ObservedObject(limits.kind, limits.namespace, limits.name, limits.uid, body, limits.owned)
+        ObservedObject.from_body(
+            limits.kind, limits.namespace, limits.name, limits.uid, body, owned=limits.owned
+        )
     ]
     plan = plan_namespace(view(ns, [base], objects, sa), POLICY)
     assert plan.actions == ()
@@ -86,7 +88,9 @@ def test_audit_mode_writes_nothing_and_reports_what_differs() -> None:
     quota = next(o for o in objects if o.kind == "ResourceQuota")
     edited = {**quota.body, "spec": {"hard": {"pods": "99"}}}
     objects = [o for o in objects if o.kind != "ResourceQuota"] + [
-        ObservedObject(quota.kind, quota.namespace, quota.name, quota.uid, edited, quota.owned)
+        ObservedObject.from_body(
+            quota.kind, quota.namespace, quota.name, quota.uid, edited, owned=quota.owned
+        )
     ]
     plan = plan_namespace(view(ns, [base], objects, sa), POLICY)
     assert plan.actions == ()
@@ -96,7 +100,7 @@ def test_audit_mode_writes_nothing_and_reports_what_differs() -> None:
 
 
 def test_an_object_with_our_name_but_not_our_label_is_never_touched() -> None:
-    squatter = ObservedObject(
+    squatter = ObservedObject.from_body(
         "ResourceQuota",
         "team-a",
         "baseline-quota",
@@ -115,7 +119,7 @@ def test_objects_we_wrote_that_no_baseline_wants_are_deleted_but_merely_labelled
     base = baseline("org", FULL)
     objects, ns, sa = converged(namespace(), base)
     narrowed = baseline("org", {"networkPolicy": {}}, generation=2)
-    copied_label = ObservedObject(
+    copied_label = ObservedObject.from_body(
         "LimitRange",
         "team-a",
         "copied",
@@ -220,7 +224,9 @@ def test_a_quota_below_current_usage_is_reported_but_still_applied() -> None:
     objects, ns, sa = converged(namespace(), base)
     [quota] = objects
     with_usage = {**quota.body, "status": {"used": {"pods": "5", "requests.cpu": "500m"}}}
-    live = ObservedObject(quota.kind, quota.namespace, quota.name, quota.uid, with_usage, quota.owned)
+    live = ObservedObject.from_body(
+        quota.kind, quota.namespace, quota.name, quota.uid, with_usage, owned=quota.owned
+    )
     plan = plan_namespace(view(ns, [base], [live], sa), POLICY)
     assert plan.actions == ()
     [problem] = plan.outcomes["org"].problems
@@ -233,7 +239,7 @@ def test_a_quota_below_current_usage_is_reported_but_still_applied() -> None:
 def test_an_object_labelled_as_a_baselines_but_not_written_by_us_is_unrepairable_drift() -> None:
     base = baseline("org", FULL)
     objects, ns, sa = converged(namespace(), base)
-    impostor = ObservedObject(
+    impostor = ObservedObject.from_body(
         "NetworkPolicy",
         "team-a",
         "allow-everything",

@@ -3,7 +3,7 @@ from baseline_operator.recent_writes import RecentWrites
 
 
 def quota(rv: str, uid: str = "u1", pods: str = "1") -> ObservedObject:
-    return ObservedObject(
+    return ObservedObject.from_body(
         "ResourceQuota", "a", "baseline-quota", uid, {"spec": {"hard": {"pods": pods}}}, resource_version=rv
     )
 
@@ -45,10 +45,10 @@ def test_entries_expire() -> None:
 
 def test_one_object_of_someone_else_is_overlaid_too() -> None:
     recent = RecentWrites()
-    written = ObservedObject(
+    written = ObservedObject.from_body(
         "ServiceAccount", "a", "default", "sa", {"automountServiceAccountToken": False}, resource_version="5"
     )
-    cached = ObservedObject("ServiceAccount", "a", "default", "sa", {}, resource_version="4")
+    cached = ObservedObject.from_body("ServiceAccount", "a", "default", "sa", {}, resource_version="4")
     recent.wrote(("ServiceAccount", "a", "default"), written)
     assert recent.one(("ServiceAccount", "a", "default"), cached) is written
     assert recent.objects("a", []) == []  # the ServiceAccount is not one of the namespace's managed objects

@@ -27,6 +27,7 @@ from support import (
     WRITE_VERBS,
     Cluster,
     OperatorProcess,
+    UserObjects,
     _epoch,
     audit_events,
     eventually,
@@ -238,9 +239,11 @@ def test_throttled_by_priority_and_fairness_the_operator_slows_down_and_converge
 ) -> None:
     # 10 in `make test`: under a throttle this slow, and on a busy machine, 30 can take minutes.
     count = 30 if os.environ.get("BASELINE_FAULTS") == "all" else 10
+    throttled_namespaces = []
     for index in range(count):
         make_namespace(f"free{index}", {"e2e": f"{label}-free"})
-        make_namespace(f"apf{index}", {"e2e": label})
+        throttled_namespaces.append(make_namespace(f"apf{index}", {"e2e": label}))
+    user = UserObjects(kube, api, throttled_namespaces[0])
     # The same roll-out without throttling first, as the yardstick.
     unthrottled = roll_out(kube, make_baseline, f"{label}-free", count, timeout=120)
 
@@ -297,6 +300,7 @@ def test_throttled_by_priority_and_fairness_the_operator_slows_down_and_converge
     assert rejected_in_a_row(ours(events)) <= 8  # kube._MAX_THROTTLED_RETRIES, then the engine's back-off
     assert len(rejected) < 4 * len(written), "429s out of proportion to the work done"
     assert throttled > unthrottled, "throttling that costs nothing was no throttling"
+    assert user.unchanged() == [], "a user's objects changed under throttling"
 
 
 @contextlib.contextmanager
@@ -393,6 +397,7 @@ def test_without_write_access_to_one_kind_it_reports_it_keeps_working_and_heals_
 ) -> None:
     # A baseline already compliant before the outage: it must still be repaired during it.
     steady_namespace = make_namespace("steady", {"e2e": f"{label}-steady"})
+    user = UserObjects(kube, api, steady_namespace)
     steady = make_baseline(full_spec(f"{label}-steady"))["metadata"]["name"]
     eventually(lambda: kube.managed(steady_namespace) == FULL_SET and kube.ready(steady))
     assert operator.popen is not None
@@ -457,6 +462,7 @@ def test_without_write_access_to_one_kind_it_reports_it_keeps_working_and_heals_
     assert operator.popen is not None
     assert operator.popen.pid == pid, "the operator must heal without a restart"
     assert operator.popen.poll() is None
+    assert user.unchanged() == [], "a user's objects changed while RBAC was revoked"
 
 
 @pytest.mark.timeout(240)

@@ -27,6 +27,7 @@ from support import (
     PSA,
     Cluster,
     OperatorProcess,
+    UserObjects,
     eventually,
     full_spec,
     new_operator,
@@ -104,93 +105,6 @@ def no_namespace_terminating(kube: Cluster, prefix: str) -> bool:
         for ns in kube.core.list_namespace().items
         if ns.metadata.name.startswith(prefix) and ns.status.phase == "Terminating"
     ]
-
-
-# -- user-owned objects: there before, unchanged after ------------------------------------------------
-
-
-class UserObjects:
-    """Objects of the user's own in a selected namespace: each must be byte-for-byte unchanged at the end."""
-
-    def __init__(self, kube: Cluster, api: client.ApiClient, namespace: str) -> None:
-        self.kube, self.namespace = kube, namespace
-        self.serializer = api
-        core, networking, rbac = kube.core, kube.networking, kube.rbac
-        meta = client.V1ObjectMeta(name="user-owned", labels={"team": "payments"})
-        networking.create_namespaced_network_policy(
-            namespace, client.V1NetworkPolicy(metadata=meta, spec=client.V1NetworkPolicySpec(pod_selector={}))
-        )
-        core.create_namespaced_limit_range(
-            namespace,
-            client.V1LimitRange(
-                metadata=meta,
-                spec=client.V1LimitRangeSpec(
-                    limits=[client.V1LimitRangeItem(type="Container", max={"cpu": "8"})]
-                ),
-            ),
-        )
-        core.create_namespaced_resource_quota(
-            namespace,
-            client.V1ResourceQuota(metadata=meta, spec=client.V1ResourceQuotaSpec(hard={"secrets": "50"})),
-        )
-        rbac.create_namespaced_role_binding(
-            namespace,
-            client.V1RoleBinding(
-                metadata=meta,
-                role_ref=client.V1RoleRef(
-                    api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="view"
-                ),
-                subjects=[
-                    client.RbacV1Subject(kind="User", name="auditor", api_group="rbac.authorization.k8s.io")
-                ],
-            ),
-        )
-        core.patch_namespace(
-            namespace, {"metadata": {"labels": {"cost-center": "42"}, "annotations": {"owner": "payments"}}}
-        )
-        eventually(lambda: self._default_sa() is not None, what="the default ServiceAccount")
-        core.patch_namespaced_service_account(
-            "default",
-            namespace,
-            {"metadata": {"annotations": {"team": "payments"}}, "imagePullSecrets": [{"name": "r"}]},
-        )
-        self.before = self.snapshot()
-
-    def _default_sa(self) -> Any:
-        try:
-            return self.kube.core.read_namespaced_service_account("default", self.namespace)
-        except client.ApiException:
-            return None
-
-    def snapshot(self) -> dict[str, Any]:
-        core, networking, rbac, ns = self.kube.core, self.kube.networking, self.kube.rbac, self.namespace
-        serialize = self.serializer.sanitize_for_serialization
-        quota = serialize(core.read_namespaced_resource_quota("user-owned", ns))
-        namespace = core.read_namespace(ns).metadata
-        account = core.read_namespaced_service_account("default", ns)
-        return {
-            # Untouched objects: resourceVersion and content.
-            "NetworkPolicy": serialize(networking.read_namespaced_network_policy("user-owned", ns)),
-            "LimitRange": serialize(core.read_namespaced_limit_range("user-owned", ns)),
-            "RoleBinding": serialize(rbac.read_namespaced_role_binding("user-owned", ns)),
-            # The quota controller writes the quota's status: its spec and metadata are the user's.
-            "ResourceQuota": {"spec": quota["spec"], "labels": quota["metadata"].get("labels")},
-            # Objects the operator shares with the user: everything but the operator's own fields.
-            "Namespace": {
-                "labels": {
-                    k: v for k, v in (namespace.labels or {}).items() if not k.startswith("pod-security")
-                },
-                "annotations": namespace.annotations,
-            },
-            "ServiceAccount": {
-                "annotations": account.metadata.annotations,
-                "imagePullSecrets": serialize(account.image_pull_secrets),
-            },
-        }
-
-    def unchanged(self) -> list[str]:
-        after = self.snapshot()
-        return [kind for kind in self.before if self.before[kind] != after[kind]]
 
 
 # -- fixtures -----------------------------------------------------------------------------------------

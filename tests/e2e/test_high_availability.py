@@ -19,6 +19,7 @@ from support import (
     WRITE_VERBS,
     Cluster,
     OperatorProcess,
+    UserObjects,
     audit_events,
     eventually,
     full_spec,
@@ -106,6 +107,7 @@ def test_the_standby_takes_over_when_the_leader_dies_and_at_once_when_it_stops(
         assert leader_gauge(replicas["a"]) == 1
         assert leader_gauge(replicas["b"]) == 0
         first = make_namespace("ha", {"e2e": label})
+        user = UserObjects(kube, api, first)
         name = make_baseline(full_spec(label))["metadata"]["name"]
         eventually(lambda: kube.managed(first) == FULL_SET and kube.ready(name), what="a made it compliant")
 
@@ -141,6 +143,7 @@ def test_the_standby_takes_over_when_the_leader_dies_and_at_once_when_it_stops(
         assert handover < 5, f"handover after a graceful stop took {handover:.1f} s"
         third = make_namespace("ha", {"e2e": label})
         eventually(lambda: kube.managed(third) == FULL_SET, what="a works again")
+        assert user.unchanged() == [], "a user's objects changed through the hand-overs"
     finally:
         for replica in replicas.values():
             replica.stop()

@@ -157,6 +157,11 @@ class Engine:
             self._queued.add(namespace)
             self._queue.put_nowait(namespace)
 
+    def heard(self, key: tuple[str, str, str], uid: str, resource_version: str) -> None:
+        """A watch event about one object of a namespace: reconcile it, unless it is our own write's echo."""
+        if not self._recent.echo(key, uid, resource_version):
+            self.enqueue(key[1] or key[2])
+
     def enqueue_all(self) -> None:
         if self.view is not None:
             for name in self.view.namespace_names():

@@ -133,7 +133,7 @@ def _record(event: kopf.RawEvent, kind: kube.Kind, memo: OperatorContext) -> boo
 def _namespace_event(event: kopf.RawEvent, name: str, memo: OperatorContext, **_: Any) -> None:
     _record(event, kube.NAMESPACE, memo)
     if memo.engine is not None:
-        memo.engine.enqueue(name)
+        _heard(event, ("Namespace", "", name), memo.engine)
 
 
 def _baseline_event(
@@ -169,14 +169,28 @@ def _resource(kind: kube.Kind) -> tuple[str, ...]:
 
 
 def _managed_event(
-    event: kopf.RawEvent, resource: kopf.Resource, namespace: str | None, memo: OperatorContext, **_: Any
+    event: kopf.RawEvent,
+    resource: kopf.Resource,
+    namespace: str | None,
+    name: str,
+    memo: OperatorContext,
+    **_: Any,
 ) -> None:
-    in_view = _record(event, _KINDS_BY_PLURAL[resource.plural], memo)
+    kind = _KINDS_BY_PLURAL[resource.plural]
+    in_view = _record(event, kind, memo)
     if in_view and memo.engine is not None and namespace:
-        memo.engine.enqueue(namespace)
+        _heard(event, (kind.kind, namespace, name), memo.engine)
 
 
 _KINDS_BY_PLURAL = {kind.plural: kind for kind in (kube.SERVICE_ACCOUNT, *MANAGED_KINDS)}
+
+
+def _heard(event: kopf.RawEvent, key: tuple[str, str, str], engine: Engine) -> None:
+    if event.get("type") == "DELETED":
+        engine.enqueue(key[1] or key[2])
+        return
+    metadata = event["object"].get("metadata") or {}
+    engine.heard(key, str(metadata.get("uid", "")), str(metadata.get("resourceVersion", "")))
 
 
 async def _backstop(memo: OperatorContext) -> None:

@@ -58,6 +58,20 @@ class RecentWrites:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def echo(self, key: Key, uid: str, resource_version: str) -> bool:
+        """Is this watch event our own last write coming back, and nothing newer? Then forget the write.
+
+        Such an event brings nothing the reconcile that wrote it did not already know, so it needs no
+        reconcile of its own: during a roll-out that would be one more pass per object written.
+        """
+        entry = self._entries.get(key)
+        if entry is None or entry.written is None:
+            return False
+        same = entry.written.uid == uid and entry.written.resource_version == resource_version
+        if same:
+            del self._entries[key]
+        return same
+
     def _current(self, key: Key, cached: ObservedObject | ObservedNamespace | None) -> _Entry | None:
         entry = self._entries.get(key)
         if entry is None:

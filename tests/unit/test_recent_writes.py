@@ -52,3 +52,16 @@ def test_one_object_of_someone_else_is_overlaid_too() -> None:
     recent.wrote(("ServiceAccount", "a", "default"), written)
     assert recent.one(("ServiceAccount", "a", "default"), cached) is written
     assert recent.objects("a", []) == []  # the ServiceAccount is not one of the namespace's managed objects
+
+
+def test_only_the_exact_echo_of_our_last_write_is_an_echo_and_it_is_heard_once() -> None:
+    recent = RecentWrites()
+    key = ("ResourceQuota", "a", "baseline-quota")
+    recent.wrote(key, quota("5"))
+    assert not recent.echo(key, "u1", "4")  # an older event, still in flight
+    assert not recent.echo(key, "u2", "5")  # another object under the name
+    assert recent.echo(key, "u1", "5")
+    assert not recent.echo(key, "u1", "5")  # forgotten: the cache holds it now
+    assert len(recent) == 0
+    recent.deleted(key, "u1")
+    assert not recent.echo(key, "u1", "5")  # a deletion's echo is a DELETED event, never an update

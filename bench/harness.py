@@ -46,8 +46,8 @@ Key = tuple[str, str, str]
 T = TypeVar("T")
 
 _ATTEMPTS = 8
-_HANDLER_RAN = b"Handler '"
-"""What kopf logs (at INFO) after each run of an event handler; index handlers log nothing."""
+_HANDLER_RAN = b"cache filled"
+"""What the operator logs (at INFO) once its cache holds every watched object; kopf's watches start next."""
 _RETRY_AFTER_MAX = 30.0
 
 
@@ -614,7 +614,7 @@ class OperatorProcess:
         )
 
     def handling_events(self) -> bool:
-        """Whether kopf has logged an event handler's run since this process started."""
+        """Whether the operator has logged its cache filled (kopf then starts watching) since it started."""
         self._check_running()
         with self.log.open("rb") as log:
             log.seek(self._log_offset)

@@ -62,6 +62,26 @@ class _RetryForever:
         return itertools.chain((0.5, 1.0), itertools.repeat(2.0))
 
 
+class _NoDiffBase(kopf.DiffBaseStorage):
+    """kopf's diff-base, kept for change handlers, of which there are none here: never built nor stored.
+
+    kopf builds every object's "essence" (a deep copy of its body) on every event, to diff it with the
+    last handled one, whether or not a change handler wants the diff: 5 % of the operator's CPU time
+    during a roll-out, for nothing.
+    """
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        del body, extra_fields
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        del body
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        del body, patch, essence
+
+
 def build_registry() -> kopf.OperatorRegistry:
     """Register every handler on a fresh registry (no import-time global registration)."""
     registry = kopf.OperatorRegistry()
@@ -82,6 +102,7 @@ def _register_lifecycle(registry: kopf.OperatorRegistry) -> None:
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.networking.error_backoffs = _RetryForever()
+        settings.persistence.diffbase_storage = _NoDiffBase()
         events = EventRecorder(
             memo.api, memo.event_settings, on_suppressed=memo.metrics.events_suppressed.inc
         )

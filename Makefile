@@ -69,7 +69,7 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 	@touch $@
 
 .PHONY: bench
-bench: controlplane $(VENV)/.installed-bench ## Benchmarks on a local control plane (~26 min; BENCH_ARGS=--quick: ~3 min) -> bench/results/
+bench: controlplane $(VENV)/.installed-bench ## Benchmarks on a local control plane (~15 min; BENCH_ARGS=--quick: ~3 min) -> bench/results/
 	@$(BIN)/python -m bench $(BENCH_ARGS)
 
 .PHONY: clean

@@ -1,6 +1,6 @@
 """`python -m bench`: start a local control plane, run the scenarios in order, write the results.
 
-    .venv/bin/python -m bench                 # the full run (about 26 minutes on 2 cores)
+    .venv/bin/python -m bench                 # the full run (about 15 minutes on 2 cores)
     .venv/bin/python -m bench --quick         # every size and duration shrunk: a smoke run (~3 min)
     .venv/bin/python -m bench --only drift    # setup + cold convergence + the drift scenario
 

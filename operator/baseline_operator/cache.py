@@ -65,8 +65,12 @@ class _Store(Generic[Record]):
     def __init__(self) -> None:
         self._by_key: dict[str, dict[str, Record]] = {}
 
-    def put(self, key: str, record: Record) -> None:
-        self._by_key.setdefault(key, {})[record.uid] = record
+    def put(self, key: str, record: Record) -> bool:
+        """Keep a record; whether it is news (not the very version already kept)."""
+        records = self._by_key.setdefault(key, {})
+        kept = records.get(record.uid)
+        records[record.uid] = record
+        return kept is None or kept.resource_version != record.resource_version
 
     def discard(self, key: str, uid: str) -> bool:
         """Drop one record; whether it was there."""
@@ -135,10 +139,11 @@ class ClusterCache:
     # --- Kept current by the watches ---
 
     def observe(self, kind: kube.Kind, body: Mapping[str, Any]) -> bool:
-        """Record an object as it now is (added, modified or listed); whether it is or was in the view.
+        """Record an object as it now is (added, modified or listed); whether the view changed.
 
-        Objects of a managed kind that cannot be ours are not kept, and one relabelled away from us is
-        dropped as if deleted; the answer is False only for those that were never in the view.
+        It did not when the cache already held this very version (a watch's list repeating the one that
+        filled the cache), nor for objects of a managed kind that cannot be ours, which are not kept; one
+        relabelled away from us is dropped as if deleted.
         """
         metadata = body.get("metadata") or {}
         name, namespace, uid = (
@@ -147,20 +152,18 @@ class ClusterCache:
             metadata.get("uid", ""),
         )
         if kind == kube.NAMESPACE:
-            self._namespaces.put(name, observe_namespace(body))
-        elif kind == kube.SECURITY_BASELINE:
-            self._baselines.put(name, observe_baseline(body))
-        elif kind == kube.CLUSTER_ROLE:
+            return self._namespaces.put(name, observe_namespace(body))
+        if kind == kube.SECURITY_BASELINE:
+            return self._baselines.put(name, observe_baseline(body))
+        if kind == kube.CLUSTER_ROLE:
+            known = self._roles.get(name) == uid
             self._roles[name] = uid
-        elif kind == kube.SERVICE_ACCOUNT:
-            if name != DEFAULT_SERVICE_ACCOUNT:
-                return False
-            self._accounts.put(namespace, observe_object(body))
-        elif is_candidate(name, metadata.get("labels") or {}):
-            self._objects[kind].put(namespace, observe_object(body))
-        else:
-            return self._objects[kind].discard(namespace, uid)
-        return True
+            return not known
+        if kind == kube.SERVICE_ACCOUNT:
+            return name == DEFAULT_SERVICE_ACCOUNT and self._accounts.put(namespace, observe_object(body))
+        if is_candidate(name, metadata.get("labels") or {}):
+            return self._objects[kind].put(namespace, observe_object(body))
+        return self._objects[kind].discard(namespace, uid)
 
     def forget(self, kind: kube.Kind, body: Mapping[str, Any]) -> bool:
         """Drop a deleted object, by uid (a new one may hold its name already); whether it was kept."""

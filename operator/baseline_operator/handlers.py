@@ -108,6 +108,9 @@ def _register_lifecycle(registry: kopf.OperatorRegistry) -> None:
         )
         engine = Engine(memo.api, memo.policy, memo.engine_settings, events=events, metrics=memo.metrics)
         engine.attach(memo.cache)
+        # The first pass over every namespace: kopf's own first lists repeat what the cache was filled
+        # with, and an event that brings nothing new enqueues nothing.
+        engine.enqueue_all()
         memo.engine = engine
         memo.tasks.append(asyncio.create_task(events.run(), name="events"))
         memo.tasks.append(asyncio.create_task(engine.run(), name="engine"))
@@ -144,7 +147,7 @@ def _register_events(registry: kopf.OperatorRegistry) -> None:
 
 
 def _record(event: kopf.RawEvent, kind: kube.Kind, memo: OperatorContext) -> bool:
-    """Bring the cache up to date with one event; whether the object is or was in the operator's view."""
+    """Bring the cache up to date with one event; whether that changed the operator's view (see cache.py)."""
     _note_listing(event, kind.plural, memo)
     if event.get("type") == "DELETED":
         return memo.cache.forget(kind, event["object"])
@@ -152,8 +155,7 @@ def _record(event: kopf.RawEvent, kind: kube.Kind, memo: OperatorContext) -> boo
 
 
 def _namespace_event(event: kopf.RawEvent, name: str, memo: OperatorContext, **_: Any) -> None:
-    _record(event, kube.NAMESPACE, memo)
-    if memo.engine is not None:
+    if _record(event, kube.NAMESPACE, memo) and memo.engine is not None:
         _heard(event, ("Namespace", "", name), memo.engine)
 
 
@@ -198,8 +200,8 @@ def _managed_event(
     **_: Any,
 ) -> None:
     kind = _KINDS_BY_PLURAL[resource.plural]
-    in_view = _record(event, kind, memo)
-    if in_view and memo.engine is not None and namespace:
+    news = _record(event, kind, memo)
+    if news and memo.engine is not None and namespace:
         _heard(event, (kind.kind, namespace, name), memo.engine)
 
 

@@ -159,6 +159,7 @@ class ObservedBaseline:
     error: SpecError | None = None
     """Set when the stored spec is malformed (written before a CRD upgrade, say): reported, never fatal."""
     status: Mapping[str, Any] = field(default_factory=dict)
+    resource_version: str = ""
 
 
 def observe_object(body: Mapping[str, Any]) -> ObservedObject:
@@ -228,4 +229,5 @@ def observe_baseline(body: Mapping[str, Any]) -> ObservedBaseline:
         spec=spec,
         error=error,
         status=_frozen(thaw(body.get("status") or {})),
+        resource_version=str(metadata.get("resourceVersion", "")),
     )

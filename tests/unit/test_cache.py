@@ -144,3 +144,17 @@ def test_a_resync_drops_the_cached_objects_missing_from_the_lists_and_nothing_el
     assert names(cache, "team") == {"kept"}
     assert cache.baselines() == []
     assert cache.namespace("team") is not None
+
+
+def test_a_version_already_held_is_no_news_and_a_new_one_is() -> None:
+    cache = ClusterCache()
+    listed = body(kube.NETWORK_POLICY, "deny", "1", "team", OURS)
+    listed["metadata"]["resourceVersion"] = "7"
+    assert cache.observe(kube.NETWORK_POLICY, listed)
+    # The watch's first list repeats what filled the cache: nothing to reconcile.
+    assert not cache.observe(kube.NETWORK_POLICY, listed)
+    listed["metadata"]["resourceVersion"] = "8"
+    assert cache.observe(kube.NETWORK_POLICY, listed)
+    namespace = body(kube.NAMESPACE, "team", "ns")
+    assert cache.observe(kube.NAMESPACE, namespace)
+    assert not cache.observe(kube.NAMESPACE, namespace)

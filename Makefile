@@ -60,8 +60,8 @@ test: lint controlplane ## Everything CI runs: lint, unit and e2e tests
 	@$(BIN)/pytest tests
 
 .PHONY: test-faults
-test-faults: lint controlplane ## Every fault scenario at full size (10 SIGKILL trials x 300 namespaces, 2 min outage, 3 min churn)
-	@BASELINE_FAULTS=all $(BIN)/pytest tests/e2e/test_faults.py tests/e2e/test_api_faults.py tests/e2e/test_high_availability.py
+test-faults: lint controlplane ## Every fault scenario at full size (10 SIGKILL trials x 300 namespaces, 2 min outage, 3 min churn), with the times measured
+	@BASELINE_FAULTS=all $(BIN)/pytest -rP tests/e2e/test_faults.py tests/e2e/test_api_faults.py tests/e2e/test_conflicts.py tests/e2e/test_high_availability.py
 
 $(VENV)/.installed-bench: $(VENV)/.installed
 	@echo "==> bench extras (matplotlib, from PyPI)"

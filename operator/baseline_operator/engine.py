@@ -63,7 +63,7 @@ logger = logging.getLogger("baseline_operator.engine")
 
 
 class ClusterView(Protocol):
-    """Read access to the watch caches (kopf's indexes, or a plain dict in tests)."""
+    """Read access to the watched objects (the cluster cache, or plain records in tests)."""
 
     def namespace(self, name: str) -> ObservedNamespace | None: ...
     def namespace_names(self) -> Collection[str]: ...

@@ -218,6 +218,5 @@ def test_a_prune_racing_a_users_replacement_deletes_only_the_operators_objects(
     in_process.read()  # once the view has caught up: nothing more to do, and their object is untouched
     in_process.reconcile(namespace)
     assert answers_to_deletes(cluster, namespace, "baseline-allow-dns", since) == [409]
-    assert kube.networking.read_namespaced_network_policy(
-        "baseline-allow-dns", namespace
-    ).metadata.resource_version == replaced.metadata.resource_version
+    theirs = kube.networking.read_namespaced_network_policy("baseline-allow-dns", namespace)
+    assert theirs.metadata.resource_version == replaced.metadata.resource_version

@@ -17,7 +17,8 @@ Rules that keep users' objects safe:
   that typo);
 - a baseline in Audit mode never writes; what it would write is reported as drift;
 - the Namespace and its `default` ServiceAccount are not ours: we only set, and later release, the
-  fields named in the baseline, through server-side apply.
+  fields named in the baseline, through server-side apply (in Enforce mode that apply creates the
+  `default` ServiceAccount if the ServiceAccount controller has not yet: it would create the same).
 """
 
 from __future__ import annotations
@@ -140,9 +141,9 @@ class BaselineOutcome:
     problems: list[Problem] = field(default_factory=list)
     lost_sections: list[Section] = field(default_factory=list)
     unrepairable: list[Finding] = field(default_factory=list)
-    waiting: bool = False
-    """Something wanted cannot be written yet (the default ServiceAccount does not exist yet)."""
     """Drift the operator must not repair: objects labelled as its own that it never wrote."""
+    waiting: bool = False
+    """Something wanted cannot be written yet (in Audit mode, the default ServiceAccount not created yet)."""
 
     @property
     def failed(self) -> bool:
@@ -291,9 +292,17 @@ def _action_for(
     elif kind == "ServiceAccount":
         account = view.default_service_account
         if account is None:
-            # The ServiceAccount controller creates it in a moment; its event brings us back.
-            outcome.waiting = True
-            return None
+            if outcome.mode is Mode.AUDIT:
+                # The ServiceAccount controller creates it in a moment and its event brings us back;
+                # reporting it missing meanwhile would be noise.
+                outcome.waiting = True
+                return None
+            # Create it with our field rather than wait for the ServiceAccount controller, which lags
+            # seconds behind under load: that controller then finds it there and only skips it, and the
+            # apply without force merges into one it created meanwhile.
+            finding = Finding(kind, namespace.name, name, want.section.value, Reason.MISSING)
+            outcome.findings.append(finding)
+            return Apply(want.body, want.baseline.name, finding, create_only_if_absent=True)
         live = _Live(account.body, account.uid, account.owned, account.writers)
     else:
         found = live_by_key.get((kind, name))

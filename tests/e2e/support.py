@@ -213,7 +213,14 @@ class Cluster:
         return self.core.read_namespace(namespace).metadata.labels or {}
 
     def automount(self, namespace: str) -> bool | None:
-        return self.core.read_namespaced_service_account("default", namespace).automount_service_account_token
+        """The default ServiceAccount's automount flag; None also while there is no such ServiceAccount."""
+        try:
+            account = self.core.read_namespaced_service_account("default", namespace)
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return account.automount_service_account_token
 
     def baseline(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self.custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)

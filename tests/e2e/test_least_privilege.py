@@ -98,6 +98,25 @@ def test_the_operator_cannot_read_secrets(operator_kubeconfig: Path, namespace: 
         assert refused.value.status == 403
 
 
+def test_the_only_service_account_the_operator_may_create_is_default(
+    operator_kubeconfig: Path, namespace: str
+) -> None:
+    # An apply that creates is authorized as `create` with the object's name, so resourceNames holds.
+    reviews = client.AuthorizationV1Api(operator_api(operator_kubeconfig))
+
+    def may_create(name: str) -> bool:
+        attributes = client.V1ResourceAttributes(
+            namespace=namespace, verb="create", resource="serviceaccounts", name=name
+        )
+        spec = client.V1SelfSubjectAccessReviewSpec(resource_attributes=attributes)
+        review = reviews.create_self_subject_access_review(client.V1SelfSubjectAccessReview(spec=spec))
+        return bool(review.status.allowed)
+
+    assert may_create("default")
+    assert not may_create("other")
+    assert not may_create("")  # a plain POST, whose name is not known when it is authorized
+
+
 def test_what_the_operator_may_do_has_no_wildcard(operator_kubeconfig: Path) -> None:
     for namespace in (OPERATOR_NAMESPACE, "default", "kube-system"):
         listing = subprocess.run(
@@ -158,7 +177,7 @@ def test_each_verb_granted_is_a_request_the_operator_makes(
     }
     # Checked inside another request, never a request of their own: proven by removal, below.
     inner = {("create", "limitranges"), ("create", "resourcequotas"), ("create", "networkpolicies")}
-    inner |= {("create", "rolebindings"), ("bind", "clusterroles")}
+    inner |= {("create", "rolebindings"), ("create", "serviceaccounts"), ("bind", "clusterroles")}
     unused = []
     for kind in ("ClusterRole", "Role"):
         for role in rbac_objects(kind):

@@ -154,7 +154,7 @@ def test_labels_describe_the_project() -> None:
     assert labels["org.opencontainers.image.title"] == project["name"]
     assert labels["org.opencontainers.image.description"] == project["description"]
     assert labels["org.opencontainers.image.version"] == project["version"]
-    assert labels["org.opencontainers.image.licenses"] == project["license"]["text"]
+    assert labels["org.opencontainers.image.licenses"] == project["license"]
     assert "org.opencontainers.image.source" in labels
 
 

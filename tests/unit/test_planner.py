@@ -264,11 +264,29 @@ def test_an_object_labelled_as_a_baselines_but_not_written_by_us_is_unrepairable
     )
 
 
-def test_a_namespace_whose_default_service_account_is_not_there_yet_is_waiting() -> None:
+def test_a_default_service_account_not_there_yet_is_created_with_our_field_only() -> None:
+    # Waiting for the ServiceAccount controller costs seconds under load; it would create the same object.
     ns = namespace()
     plan = plan_namespace(NamespaceView(ns.name, ns, [baseline("org", FULL)], [], None, ROLES), POLICY)
-    assert "Apply:ServiceAccount" not in kinds(plan.actions)
-    assert plan.outcomes["org"].waiting  # so its later write is roll-out, not drift
+    [create] = [a for a in plan.actions if isinstance(a, Apply) and a.body["kind"] == "ServiceAccount"]
+    assert create.create_only_if_absent  # no force: merges into one created meanwhile, takes nothing over
+    assert create.body == {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": "default", "namespace": ns.name},
+        "automountServiceAccountToken": False,
+    }
+    assert create.finding.reason is Reason.MISSING
+    assert not plan.outcomes["org"].waiting
+
+
+def test_an_audit_baseline_waits_for_the_default_service_account_instead_of_reporting_it_missing() -> None:
+    ns = namespace()
+    audit = baseline("org", {**FULL, "mode": "Audit"})
+    plan = plan_namespace(NamespaceView(ns.name, ns, [audit], [], None, ROLES), POLICY)
+    assert plan.actions == ()
+    assert plan.outcomes["org"].waiting  # so its later report is roll-out, not drift
+    assert "ServiceAccount" not in {finding.kind for finding in plan.outcomes["org"].findings}
 
 
 def test_a_baseline_whose_spec_turned_invalid_keeps_what_it_wrote() -> None:

@@ -1,7 +1,9 @@
-"""The operator's view of the cluster: one small record per watched object, kept current by kopf's watches.
+"""The operator's view of the cluster: one small record per watched object, kept current by the watches.
 
 It is filled by one list per kind before kopf starts watching, so that the first reconcile already sees the
-whole cluster, and then updated by kopf's event handlers; reconciling reads it and never lists.
+whole cluster, and then updated by the watches (kopf's for namespaces, baselines and ClusterRoles, the lean
+ones of watch.py for the rest, starting from the versions of those lists); reconciling reads it and never
+lists.
 
 Why not kopf's indexes, which did this job before: kopf holds back every event handler until every object
 of every indexed kind is indexed, and each object that finishes wakes every one still waiting. Starting over
@@ -112,6 +114,8 @@ class ClusterCache:
         self._accounts: _Store[ObservedObject] = _Store()
         self._objects: dict[kube.Kind, _Store[ObservedObject]] = {kind: _Store() for kind in MANAGED_KINDS}
         self._roles: dict[str, str] = {}
+        self.listed_versions: dict[kube.Kind, str] = {}
+        """The resource version of each kind's list that filled the cache: where its watch starts."""
 
     # --- The ClusterView the engine reads ---
 
@@ -191,13 +195,14 @@ class ClusterCache:
         for kind in WATCHED_KINDS:
             while True:
                 try:
-                    items = await _list(api, kind)
+                    listing = await _list(api, kind)
                     break
                 except kube.ApiError as error:
                     logger.warning("listing %s to start with failed, retrying: %s", kind.plural, error)
                     await asyncio.sleep(_FILL_RETRY_SECONDS)
-            for item in items:
+            for item in listing.items:
                 self.observe(kind, item)
+            self.listed_versions[kind] = listing.resource_version
         logger.info(
             "cache filled: %d namespaces, %d baselines, %d managed candidates",
             len(self._namespaces.keys()),
@@ -227,14 +232,17 @@ class ClusterCache:
         cached = {kind: store.uids() for kind, store in stores.items()}
         listed: set[str] = set()
         for kind in stores:
-            listed.update(item["metadata"]["uid"] for item in await _list(api, kind))
+            listed.update(item["metadata"]["uid"] for item in (await _list(api, kind)).items)
         gone = {uid for uids in cached.values() for uid in uids} - listed
         for store in stores.values():
             store.discard_uids(gone)
         return gone
 
 
-async def _list(api: kube.KubeApi, kind: kube.Kind) -> list[dict[str, Any]]:
-    # Only the default ServiceAccounts are watched; every namespace has several others.
-    selector = f"metadata.name={DEFAULT_SERVICE_ACCOUNT}" if kind == kube.SERVICE_ACCOUNT else None
-    return await api.list_objects(kind, field_selector=selector)
+def field_selector(kind: kube.Kind) -> str | None:
+    """What lists and watches of `kind` ask for: of the ServiceAccounts, each namespace's default one."""
+    return f"metadata.name={DEFAULT_SERVICE_ACCOUNT}" if kind == kube.SERVICE_ACCOUNT else None
+
+
+async def _list(api: kube.KubeApi, kind: kube.Kind) -> kube.Listing:
+    return await api.list_objects(kind, field_selector=field_selector(kind))

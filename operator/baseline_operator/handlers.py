@@ -1,5 +1,9 @@
 """kopf wiring: event handlers keep the cluster cache current and enqueue work. Nothing else.
 
+kopf watches namespaces, baselines and ClusterRoles; the kinds with an object per namespace and more
+(the managed kinds, the default ServiceAccounts) are watched by watch.py, without kopf's per-object
+machinery, and their events come to `_managed_event`.
+
 Only `@kopf.on.event` handlers are used, because they write nothing to the objects they watch: no
 `last-handled-configuration` annotation, no progress annotations and no finalizers on users' Namespaces or
 on SecurityBaselines that live in Git. The cache is filled before kopf starts (see cache.py), so the
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 from dataclasses import dataclass, field
@@ -18,13 +23,14 @@ from typing import TYPE_CHECKING, Any
 import kopf
 
 from baseline_operator import kube
-from baseline_operator.cache import MANAGED_KINDS, ClusterCache
+from baseline_operator.cache import MANAGED_KINDS, ClusterCache, field_selector
 from baseline_operator.engine import Engine, EngineSettings
 from baseline_operator.events import EventRecorder, EventSettings
 from baseline_operator.metrics import MetricsRecorder
+from baseline_operator.watch import KindWatch
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
 
     from baseline_operator.planner import Policy
 
@@ -115,6 +121,7 @@ def _register_lifecycle(registry: kopf.OperatorRegistry) -> None:
         memo.tasks.append(asyncio.create_task(events.run(), name="events"))
         memo.tasks.append(asyncio.create_task(engine.run(), name="engine"))
         memo.tasks.append(asyncio.create_task(_backstop(memo), name="backstop"))
+        _start_watches(memo)
 
     @kopf.on.cleanup(registry=registry, id="stop")
     async def stop(memo: OperatorContext, **_: Any) -> None:
@@ -131,19 +138,9 @@ def _register_events(registry: kopf.OperatorRegistry) -> None:
         _baseline_event
     )
     kopf.on.event(
-        "serviceaccounts",
-        field="metadata.name",
-        value="default",
-        registry=registry,
-        id="service_account_event",
-    )(_managed_event)
-    kopf.on.event(
         "rbac.authorization.k8s.io", "v1", "clusterroles", registry=registry, id="cluster_role_event"
     )(_cluster_role_event)
-    # No `when` filter on the managed kinds: an object relabelled away from us must still reach the
-    # cache, to leave it.
-    for kind in MANAGED_KINDS:
-        kopf.on.event(*_resource(kind), registry=registry, id=f"{kind.plural}_event")(_managed_event)
+    # The managed kinds and the default ServiceAccounts are watched by watch.py, started with the engine.
 
 
 def _record(event: kopf.RawEvent, kind: kube.Kind, memo: OperatorContext) -> bool:
@@ -156,7 +153,7 @@ def _record(event: kopf.RawEvent, kind: kube.Kind, memo: OperatorContext) -> boo
 
 def _namespace_event(event: kopf.RawEvent, name: str, memo: OperatorContext, **_: Any) -> None:
     if _record(event, kube.NAMESPACE, memo) and memo.engine is not None:
-        _heard(event, ("Namespace", "", name), memo.engine)
+        _heard(str(event.get("type") or ""), event["object"], ("Namespace", "", name), memo.engine)
 
 
 def _baseline_event(
@@ -186,33 +183,37 @@ def _cluster_role_event(event: kopf.RawEvent, name: str, memo: OperatorContext, 
         memo.engine.enqueue_all()
 
 
-def _resource(kind: kube.Kind) -> tuple[str, ...]:
-    group, _, version = kind.api_version.rpartition("/")
-    return (group, version, kind.plural) if group else (version, kind.plural)
+def _start_watches(memo: OperatorContext) -> None:
+    """Watch the managed kinds and the default ServiceAccounts from where the cache's lists left off.
+
+    No label selector on the managed kinds: an object relabelled away from us must still reach the cache,
+    to leave it.
+    """
+    for kind in (kube.SERVICE_ACCOUNT, *MANAGED_KINDS):
+        watch = KindWatch(
+            memo.api,
+            kind,
+            memo.cache.listed_versions.get(kind, ""),
+            on_event=functools.partial(_managed_event, kind, memo),
+            on_relisted=memo.resync_wanted.set,
+            field_selector=field_selector(kind),
+        )
+        memo.tasks.append(asyncio.create_task(watch.run(), name=f"watch-{kind.plural}"))
 
 
-def _managed_event(
-    event: kopf.RawEvent,
-    resource: kopf.Resource,
-    namespace: str | None,
-    name: str,
-    memo: OperatorContext,
-    **_: Any,
-) -> None:
-    kind = _KINDS_BY_PLURAL[resource.plural]
-    news = _record(event, kind, memo)
+def _managed_event(kind: kube.Kind, memo: OperatorContext, event_type: str, body: Mapping[str, Any]) -> None:
+    metadata = body.get("metadata") or {}
+    namespace, name = str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
+    news = memo.cache.forget(kind, body) if event_type == "DELETED" else memo.cache.observe(kind, body)
     if news and memo.engine is not None and namespace:
-        _heard(event, (kind.kind, namespace, name), memo.engine)
+        _heard(event_type, body, (kind.kind, namespace, name), memo.engine)
 
 
-_KINDS_BY_PLURAL = {kind.plural: kind for kind in (kube.SERVICE_ACCOUNT, *MANAGED_KINDS)}
-
-
-def _heard(event: kopf.RawEvent, key: tuple[str, str, str], engine: Engine) -> None:
-    if event.get("type") == "DELETED":
+def _heard(event_type: str, body: Mapping[str, Any], key: tuple[str, str, str], engine: Engine) -> None:
+    if event_type == "DELETED":
         engine.enqueue(key[1] or key[2])
         return
-    metadata = event["object"].get("metadata") or {}
+    metadata = body.get("metadata") or {}
     engine.heard(key, str(metadata.get("uid", "")), str(metadata.get("resourceVersion", "")))
 
 

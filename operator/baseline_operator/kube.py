@@ -1,4 +1,4 @@
-"""The only module that talks to the Kubernetes API (kopf's own watches aside).
+"""The only module that talks to the Kubernetes API (kopf's own watches aside): requests and watches.
 
 It owns server-side apply with the one field manager, deletion with preconditions, status patches and
 Events; it maps HTTP errors to the project's exceptions (a 404 on delete is an answer, "already gone",
@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import copy
 import http
 import json
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -28,7 +30,7 @@ from kubernetes import config as k8s_config
 from baseline_operator.builders.common import FIELD_MANAGER
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import AsyncIterator, Callable, Mapping
 
 _MAX_RETRY_AFTER_SECONDS = 30.0
 _MAX_THROTTLED_RETRIES = 8
@@ -145,6 +147,93 @@ class _Response:
     retry_after: float | None
 
 
+@dataclass(frozen=True)
+class Listing:
+    """Every object of one kind, and the resource version a watch starts from to miss no change after it."""
+
+    items: list[dict[str, Any]]
+    resource_version: str
+
+
+class _WatchStream:
+    """One watch request, read on a thread of its own; its events reach the event loop in batches.
+
+    A batch is what one read of the stream brought, so a burst of events wakes the event loop once, not
+    once per event.
+    """
+
+    def __init__(
+        self, api: k8s_client.ApiClient, path: str, query: list[tuple[str, str]], *, read_timeout: float
+    ) -> None:
+        self._api, self._path, self._query, self._read_timeout = api, path, query, read_timeout
+        self._loop = asyncio.get_running_loop()
+        self._answer: asyncio.Future[_Response] = self._loop.create_future()
+        self._batches: asyncio.Queue[list[dict[str, Any]] | None] = asyncio.Queue()
+        """Events as they arrive, then None: the watch ended."""
+        self._closed = threading.Event()
+        self._response: Any = None
+
+    async def open(self) -> _Response:
+        """Send the request; its answer (a status other than 200 means no event follows)."""
+        threading.Thread(target=self._read, daemon=True, name=f"watch{self._path}").start()
+        return await self._answer
+
+    async def next_batch(self) -> list[dict[str, Any]] | None:
+        return await self._batches.get()
+
+    def close(self) -> None:
+        self._closed.set()
+        response = self._response
+        if response is not None:
+            with contextlib.suppress(Exception):
+                response.shutdown()  # unblocks the thread's read of a quiet watch
+                response.release_conn()
+
+    def _call(self, callback: Callable[..., Any], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the event loop is closed: nobody is listening
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _answered(self, answer: _Response) -> None:
+        self._call(self._set_answer, answer)
+
+    def _set_answer(self, answer: _Response) -> None:
+        if not self._answer.done():  # a failure after the answer is the stream ending, not an answer
+            self._answer.set_result(answer)
+
+    def _read(self) -> None:
+        try:
+            _, url, headers, _, _ = self._api.param_serialize(
+                "GET",
+                self._path,
+                query_params=self._query,
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+            )
+            answer = self._api.call_api(
+                "GET", url, header_params=headers, _request_timeout=(5, self._read_timeout)
+            )
+            self._response = answer.response
+            if answer.status != http.HTTPStatus.OK:
+                retry_after = _seconds(answer.getheader("Retry-After"))
+                self._answered(_Response(answer.status, answer.read() or b"", retry_after))
+                return
+            self._answered(_Response(answer.status, b"", None))
+            pending = b""
+            for chunk in answer.response.stream(2**16):
+                if self._closed.is_set():
+                    return
+                *lines, pending = (pending + chunk).split(b"\n")
+                events = [json.loads(line) for line in lines if line.strip()]
+                if events:
+                    self._call(self._batches.put_nowait, events)
+        # Refused, reset, timed out, cut off mid-line: the watch ends and the caller starts another.
+        except Exception as error:  # noqa: BLE001 - anything else would end the thread in silence
+            failure = json.dumps({"message": str(error)}).encode()
+            self._answered(_Response(http.HTTPStatus.SERVICE_UNAVAILABLE, failure, None))
+        finally:
+            self._call(self._batches.put_nowait, None)
+
+
 class KubeApi:
     """Async facade over the official client for the few calls the operator makes."""
 
@@ -163,6 +252,8 @@ class KubeApi:
         self._observe = observe
         self._sleep = sleep
         self.max_in_flight = max_in_flight
+        # Watches stay open: on connections of their own, they never hold one the pool bounds.
+        self._watch_api = k8s_client.ApiClient(copy.copy(api_client.configuration))
 
     @classmethod
     def connect(
@@ -176,6 +267,8 @@ class KubeApi:
         self._pool.shutdown(wait=False, cancel_futures=True)
         with contextlib.suppress(Exception):
             self._api.close()
+        with contextlib.suppress(Exception):
+            self._watch_api.close()
 
     # -- the calls ---------------------------------------------------------------------------------
 
@@ -226,7 +319,7 @@ class KubeApi:
 
     async def list_objects(
         self, kind: Kind, *, label_selector: str | None = None, field_selector: str | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> Listing:
         """Every object of `kind`, listed in pages; items carry kind and apiVersion, as watched ones do."""
         query = [("limit", str(_LIST_PAGE_SIZE))]
         if label_selector:
@@ -235,6 +328,7 @@ class KubeApi:
             query.append(("fieldSelector", field_selector))
         items: list[dict[str, Any]] = []
         page_token = ""
+        resource_version = ""
         while True:
             page = await self._json(
                 "GET", kind.path(), query=[*query, ("continue", page_token)] if page_token else query
@@ -243,9 +337,52 @@ class KubeApi:
                 item.setdefault("kind", kind.kind)
                 item.setdefault("apiVersion", kind.api_version)
                 items.append(item)
-            page_token = (page.get("metadata") or {}).get("continue") or ""
+            metadata = page.get("metadata") or {}
+            # Every page is read from the snapshot of the first one.
+            resource_version = resource_version or str(metadata.get("resourceVersion") or "")
+            page_token = metadata.get("continue") or ""
             if not page_token:
-                return items
+                return Listing(items, resource_version)
+
+    async def watch(
+        self,
+        kind: Kind,
+        *,
+        resource_version: str,
+        field_selector: str | None = None,
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """The watch events of `kind` after `resource_version`, in batches as they arrive, bookmarks included.
+
+        Ends when the server ends the watch (after `timeout_seconds`) or the connection drops; raises
+        ApiError when the watch is refused (410 Gone: the version is too old, list again). Like every other
+        request it waits out a 429's Retry-After; it runs on a thread of its own, not on the pool that
+        bounds the requests in flight, since it stays open.
+        """
+        query = [
+            ("watch", "true"),
+            ("allowWatchBookmarks", "true"),
+            ("resourceVersion", resource_version),
+            ("timeoutSeconds", str(timeout_seconds)),
+        ]
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
+        for _attempt in range(_MAX_THROTTLED_RETRIES):
+            stream = _WatchStream(self._watch_api, kind.path(), query, read_timeout=timeout_seconds + 30)
+            try:
+                started = time.monotonic()
+                opened = await stream.open()
+                self._observe("WATCH", opened.status, time.monotonic() - started)
+                if opened.status == http.HTTPStatus.TOO_MANY_REQUESTS:
+                    await self._sleep(min(opened.retry_after or 1.0, _MAX_RETRY_AFTER_SECONDS))
+                    continue
+                _raise_for(opened)
+                while (batch := await stream.next_batch()) is not None:
+                    yield batch
+                return
+            finally:
+                stream.close()
+        raise UnavailableError(http.HTTPStatus.TOO_MANY_REQUESTS, "TooManyRequests", "still throttled")
 
     async def patch_status(self, kind: Kind, name: str, status: Mapping[str, Any]) -> dict[str, Any] | None:
         """Merge-patch the status subresource; None when the object is gone."""

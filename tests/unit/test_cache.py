@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from baseline_operator import kube
 from baseline_operator.builders.common import MANAGED_BY_LABEL, MANAGED_BY_VALUE
-from baseline_operator.cache import ClusterCache
+from baseline_operator.cache import WATCHED_KINDS, ClusterCache
 
 if TYPE_CHECKING:
     import pytest
@@ -32,14 +32,12 @@ class Lists:
         self.failures = failures
         self.selectors: dict[str, str | None] = {}
 
-    async def list_objects(
-        self, kind: kube.Kind, *, field_selector: str | None = None
-    ) -> list[dict[str, Any]]:
+    async def list_objects(self, kind: kube.Kind, *, field_selector: str | None = None) -> kube.Listing:
         if self.failures:
             self.failures -= 1
             raise kube.UnavailableError(503, "ServiceUnavailable", "starting")
         self.selectors[kind.kind] = field_selector
-        return self.bodies.get(kind, [])
+        return kube.Listing(self.bodies.get(kind, []), f"{kind.plural}-listed")
 
 
 def names(cache: ClusterCache, namespace: str) -> set[str]:
@@ -118,6 +116,8 @@ def test_fill_lists_every_kind_and_waits_out_an_api_that_is_not_there_yet(
     assert [baseline.name for baseline in cache.baselines()] == ["base"]
     assert cache.cluster_roles() == {"view"}
     assert cache.default_service_account("team") is not None
+    # Each kind's watch starts where its list left off.
+    assert cache.listed_versions == {kind: f"{kind.plural}-listed" for kind in WATCHED_KINDS}
     assert names(cache, "team") == {"viewers"}
     assert api.selectors["ServiceAccount"] == "metadata.name=default"
     assert api.selectors["NetworkPolicy"] is None

@@ -183,10 +183,13 @@ class _PagedHandler(http.server.BaseHTTPRequestHandler):
         self.server.queries.append(query)
         start = int(query.get("continue", ["0"])[0])
         end = min(start + int(query["limit"][0]), self.server.total)
+        metadata = {"resourceVersion": "first-page" if start == 0 else f"page-{start}"}
+        if end < self.server.total:
+            metadata["continue"] = str(end)
         page = {
             "kind": "LimitRangeList",
             "apiVersion": "v1",
-            "metadata": {"continue": str(end)} if end < self.server.total else {},
+            "metadata": metadata,
             "items": [{"metadata": {"name": f"lr-{index}"}} for index in range(start, end)],
         }
         body = json.dumps(page).encode()
@@ -205,12 +208,14 @@ def test_a_list_is_read_in_pages_and_every_item_says_its_kind(tmp_path: Path) ->
     threading.Thread(target=server.serve_forever, daemon=True).start()
     api = api_for(server, Recorded(), tmp_path)
     try:
-        items = asyncio.run(api.list_objects(kube.LIMIT_RANGE, field_selector="metadata.name=x"))
+        listing = asyncio.run(api.list_objects(kube.LIMIT_RANGE, field_selector="metadata.name=x"))
     finally:
         api.close()
         server.shutdown()
         server.server_close()
+    items = listing.items
     assert [item["metadata"]["name"] for item in items] == [f"lr-{index}" for index in range(1203)]
     assert {(item["kind"], item["apiVersion"]) for item in items} == {("LimitRange", "v1")}
+    assert listing.resource_version == "first-page"  # the snapshot every page is read from
     assert [query.get("continue") for query in server.queries] == [None, ["500"], ["1000"]]
     assert all(query["fieldSelector"] == ["metadata.name=x"] for query in server.queries)

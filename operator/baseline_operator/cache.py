@@ -1,9 +1,8 @@
 """The operator's view of the cluster: one small record per watched object, kept current by the watches.
 
 It is filled by one list per kind before kopf starts watching, so that the first reconcile already sees the
-whole cluster, and then updated by the watches (kopf's for namespaces, baselines and ClusterRoles, the lean
-ones of watch.py for the rest, starting from the versions of those lists); reconciling reads it and never
-lists.
+whole cluster, and then updated by the watches (kopf's for baselines and ClusterRoles, the lean ones of
+watch.py for the rest, starting from the versions of those lists); reconciling reads it and never lists.
 
 Why not kopf's indexes, which did this job before: kopf holds back every event handler until every object
 of every indexed kind is indexed, and each object that finishes wakes every one still waiting. Starting over
@@ -215,7 +214,7 @@ class ClusterCache:
     async def resync(self, api: kube.KubeApi) -> set[str]:
         """Drop what the cache holds but the API no longer has; return those uids.
 
-        kopf lists again when a watch cannot resume (the API server restarted, the resource version
+        A watch lists again when it cannot resume (the API server restarted, the resource version
         expired), and a list says what exists, not what went away: an object deleted during the gap would
         stay cached, so a NetworkPolicy deleted during an API outage would never be repaired, and a
         SecurityBaseline deleted meanwhile would go on being enforced. One list per kind tells the truth.

@@ -320,7 +320,10 @@ class Engine:
         if seen is None:
             return
         if not plan.outcomes:
-            del self._awaiting_ready[plan.namespace]  # selected by no baseline: nothing to apply
+            # Selected by no baseline: nothing to apply. Unless a baseline created with it is only late:
+            # watches of different kinds are not ordered, so its clock keeps running a few seconds.
+            if done - seen > _SELECTION_GRACE_SECONDS:
+                del self._awaiting_ready[plan.namespace]
         elif not failures and not any(o.failed or o.waiting for o in plan.outcomes.values()):
             del self._awaiting_ready[plan.namespace]
             self.metrics.namespace_ready_latency.observe(done - seen)
@@ -607,6 +610,8 @@ class Engine:
 
 
 _RETRIED = frozenset({Reason.API_ERROR, Reason.FORBIDDEN})
+_SELECTION_GRACE_SECONDS = 10.0
+"""How long a new namespace that no baseline selects yet still counts as new for the ready latency."""
 """Failures retried with back-off (up to `retry_max`); an invalid object waits for a new spec instead."""
 
 

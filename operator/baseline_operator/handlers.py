@@ -1,8 +1,8 @@
 """kopf wiring: event handlers keep the cluster cache current and enqueue work. Nothing else.
 
-kopf watches namespaces, baselines and ClusterRoles; the kinds with an object per namespace and more
+kopf watches baselines and ClusterRoles; namespaces and the kinds with an object per namespace and more
 (the managed kinds, the default ServiceAccounts) are watched by watch.py, without kopf's per-object
-machinery, and their events come to `_managed_event`.
+machinery, and their events come to `_namespace_event` and `_managed_event`.
 
 Only `@kopf.on.event` handlers are used, because they write nothing to the objects they watch: no
 `last-handled-configuration` annotation, no progress annotations and no finalizers on users' Namespaces or
@@ -133,14 +133,14 @@ def _register_lifecycle(registry: kopf.OperatorRegistry) -> None:
 
 
 def _register_events(registry: kopf.OperatorRegistry) -> None:
-    kopf.on.event("namespaces", registry=registry, id="namespace_event")(_namespace_event)
     kopf.on.event("baseline.dev", "v1alpha1", "securitybaselines", registry=registry, id="baseline_event")(
         _baseline_event
     )
     kopf.on.event(
         "rbac.authorization.k8s.io", "v1", "clusterroles", registry=registry, id="cluster_role_event"
     )(_cluster_role_event)
-    # The managed kinds and the default ServiceAccounts are watched by watch.py, started with the engine.
+    # Namespaces, the managed kinds and the default ServiceAccounts are watched by watch.py, started with
+    # the engine.
 
 
 def _record(event: kopf.RawEvent, kind: kube.Kind, memo: OperatorContext) -> bool:
@@ -149,11 +149,6 @@ def _record(event: kopf.RawEvent, kind: kube.Kind, memo: OperatorContext) -> boo
     if event.get("type") == "DELETED":
         return memo.cache.forget(kind, event["object"])
     return memo.cache.observe(kind, event["object"])
-
-
-def _namespace_event(event: kopf.RawEvent, name: str, memo: OperatorContext, **_: Any) -> None:
-    if _record(event, kube.NAMESPACE, memo) and memo.engine is not None:
-        _heard(str(event.get("type") or ""), event["object"], ("Namespace", "", name), memo.engine)
 
 
 def _baseline_event(
@@ -183,22 +178,36 @@ def _cluster_role_event(event: kopf.RawEvent, name: str, memo: OperatorContext, 
         memo.engine.enqueue_all()
 
 
+LEAN_WATCHED_KINDS = (kube.NAMESPACE, kube.SERVICE_ACCOUNT, *MANAGED_KINDS)
+"""Watched by watch.py; kopf watches the rest (baselines, ClusterRoles)."""
+
+
 def _start_watches(memo: OperatorContext) -> None:
-    """Watch the managed kinds and the default ServiceAccounts from where the cache's lists left off.
+    """Watch namespaces, the managed kinds and the default ServiceAccounts from where the lists left off.
 
     No label selector on the managed kinds: an object relabelled away from us must still reach the cache,
     to leave it.
     """
-    for kind in (kube.SERVICE_ACCOUNT, *MANAGED_KINDS):
+    for kind in LEAN_WATCHED_KINDS:
+        handle = _namespace_event if kind == kube.NAMESPACE else _managed_event
         watch = KindWatch(
             memo.api,
             kind,
             memo.cache.listed_versions.get(kind, ""),
-            on_event=functools.partial(_managed_event, kind, memo),
+            on_event=functools.partial(handle, kind, memo),
             on_relisted=memo.resync_wanted.set,
             field_selector=field_selector(kind),
         )
         memo.tasks.append(asyncio.create_task(watch.run(), name=f"watch-{kind.plural}"))
+
+
+def _namespace_event(
+    kind: kube.Kind, memo: OperatorContext, event_type: str, body: Mapping[str, Any]
+) -> None:
+    name = str((body.get("metadata") or {}).get("name") or "")
+    news = memo.cache.forget(kind, body) if event_type == "DELETED" else memo.cache.observe(kind, body)
+    if news and memo.engine is not None:
+        _heard(event_type, body, (kind.kind, "", name), memo.engine)
 
 
 def _managed_event(kind: kube.Kind, memo: OperatorContext, event_type: str, body: Mapping[str, Any]) -> None:

@@ -1,10 +1,10 @@
-"""Lean watches for the kinds with many objects: the managed kinds and the default ServiceAccounts.
+"""Lean watches for the kinds with many objects: namespaces, the managed kinds, the default ServiceAccounts.
 
 kopf hands every event to a task of the object's own and keeps bookkeeping per object (its memory, the
 causes it detects, the many arguments of a handler call): in a roll-out that was more than a third of the
-operator's CPU, spent mostly on the events our own writes cause. An event of these kinds only updates the
-cache and may enqueue its namespace, so here it is read and handed over, nothing more. Namespaces,
-baselines and ClusterRoles, few and rarely changing, stay with kopf.
+operator's CPU, spent mostly on the events our own writes cause (a label patch on every namespace among
+them). An event of these kinds only updates the cache and may enqueue its namespace, so here it is read
+and handed over, nothing more. Baselines and ClusterRoles, few and rarely changing, stay with kopf.
 
 A watch resumes from the last resource version it saw, so nothing is missed across a dropped connection
 or an API server away for minutes; when that version is too old (410 Gone) the kind is listed again and

@@ -47,7 +47,7 @@ T = TypeVar("T")
 
 _ATTEMPTS = 8
 _HANDLER_RAN = b"cache filled"
-"""What the operator logs (at INFO) once its cache holds every watched object; kopf's watches start next."""
+"""What the operator logs (at INFO) once its cache holds every watched object; the watches start next."""
 _RETRY_AFTER_MAX = 30.0
 
 
@@ -512,7 +512,7 @@ class Readiness:
 
     live_s: float
     events_s: float
-    """kopf calls no event handler until every index (watch cache) holds every object listed."""
+    """Until the cache holds every object listed, no watch runs and no event is handled."""
     ready_s: float
     reconciles: int
 
@@ -614,7 +614,7 @@ class OperatorProcess:
         )
 
     def handling_events(self) -> bool:
-        """Whether the operator has logged its cache filled (kopf then starts watching) since it started."""
+        """Whether the operator has logged its cache filled (the watches start then) since it started."""
         self._check_running()
         with self.log.open("rb") as log:
             log.seek(self._log_offset)

@@ -44,7 +44,7 @@ DEFINITIONS = {
     "(watches counted when they start). Backstop passes = reconciles in the period / namespaces.",
     "restart": "SIGTERM, then start at the default --backstop-interval (as in production). Live: /healthz "
     "answers 200. Handling events: the operator has logged that its cache is filled (one list per watched "
-    "kind); kopf's watches, and so the event handlers, start right after. Ready: the reconcile counter "
+    "kind); the watches, and so the event handlers, start right after. Ready: the reconcile counter "
     "(baseline_operator_reconcile_duration_seconds_count) has reached the number of namespaces after "
     "that and then not moved for 3 s; ready_after_s is the time of its last increment, i.e. the first "
     "pass over every namespace from complete caches is done. Writes are counted from the SIGTERM until "

@@ -187,7 +187,7 @@ class Bench:
     def quiesce(self, *, quiet: float = 10.0, timeout: float = 300.0) -> float:
         """Wait until the operator has neither written (late Events, statuses) nor reconciled for `quiet` s.
 
-        Returns the time waited. A big change leaves kopf with a backlog of watch events (the echoes of
+        Returns the time waited. A big change leaves the operator a backlog of watch events (the echoes of
         the operator's own writes, quota status updates) that it works through after the last write.
         """
         started = time.time()

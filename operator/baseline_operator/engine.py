@@ -610,9 +610,9 @@ class Engine:
 
 
 _RETRIED = frozenset({Reason.API_ERROR, Reason.FORBIDDEN})
+"""Failures retried with back-off (up to `retry_max`); an invalid object waits for a new spec instead."""
 _SELECTION_GRACE_SECONDS = 10.0
 """How long a new namespace that no baseline selects yet still counts as new for the ready latency."""
-"""Failures retried with back-off (up to `retry_max`); an invalid object waits for a new spec instead."""
 
 
 def _problem_for(action: Action, error: BaseException) -> Problem:

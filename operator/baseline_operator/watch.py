@@ -60,7 +60,7 @@ class KindWatch:
     async def run(self) -> None:
         failures = 0
         while True:
-            started, events = time.monotonic(), 0
+            started, events, failed = time.monotonic(), 0, False
             try:
                 if not self.resource_version:
                     await self._relist()
@@ -74,26 +74,25 @@ class KindWatch:
                     for event in batch:
                         self._handle(event)
             except _ExpiredError:
-                logger.info(
-                    "watch of %s expired at %s; listing again", self.kind.plural, self.resource_version
-                )
-                self.resource_version = ""
-                continue
+                self._expired()
             except kube.ApiError as error:
                 if error.status == http.HTTPStatus.GONE:
-                    self.resource_version = ""
-                    continue
-                failures += 1
-                wait = self.backoffs[min(failures, len(self.backoffs)) - 1]
-                log = logger.warning if failures == 1 else logger.debug
-                log("watch of %s failed (%s); trying again in %.1f s", self.kind.plural, error, wait)
-                await self.sleep(wait)
-                continue
-            if events or time.monotonic() - started >= _QUICK_END_SECONDS:
+                    self._expired()
+                else:
+                    failed = True
+                    log = logger.warning if failures == 0 else logger.debug
+                    log("watch of %s failed: %s", self.kind.plural, error)
+            # A watch that brought events, or ran its course, went well; one refused, or ended at once
+            # without an event (even an expiry right after a new list), backs off instead of spinning.
+            if not failed and (events or time.monotonic() - started >= _QUICK_END_SECONDS):
                 failures = 0
                 continue
             failures += 1
             await self.sleep(self.backoffs[min(failures, len(self.backoffs)) - 1])
+
+    def _expired(self) -> None:
+        logger.info("watch of %s expired at %s; listing again", self.kind.plural, self.resource_version)
+        self.resource_version = ""
 
     def _handle(self, event: Mapping[str, Any]) -> None:
         event_type = str(event.get("type") or "")

@@ -212,6 +212,11 @@ class Cluster:
     def labels(self, namespace: str) -> dict[str, str]:
         return self.core.read_namespace(namespace).metadata.labels or {}
 
+    def has_default_service_account(self, namespace: str) -> bool:
+        return bool(
+            self.core.list_namespaced_service_account(namespace, field_selector="metadata.name=default").items
+        )
+
     def automount(self, namespace: str) -> bool | None:
         """The default ServiceAccount's automount flag; None also while there is no such ServiceAccount."""
         try:

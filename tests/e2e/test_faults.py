@@ -270,6 +270,13 @@ def test_the_operator_recovers_on_its_own_when_the_api_server_and_etcd_come_back
         assert operator.popen.pid == pid, "recovered without a restart"
         assert operator.popen.poll() is None
     assert not user.unchanged()
+    # Leave the control plane as the next test expects it: kube-controller-manager's informers return up
+    # to a minute after the API server, and only it gives a namespace that no baseline selects its
+    # default ServiceAccount.
+    probe = make_namespace("probe")
+    eventually(
+        lambda: kube.has_default_service_account(probe), timeout=120, what="the controller-manager is back"
+    )
     print(f"repair after the API returned: {recoveries}")  # noqa: T201
 
 

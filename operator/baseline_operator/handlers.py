@@ -2,7 +2,7 @@
 
 kopf watches baselines and ClusterRoles; namespaces and the kinds with an object per namespace and more
 (the managed kinds, the default ServiceAccounts) are watched by watch.py, without kopf's per-object
-machinery, and their events come to `_namespace_event` and `_managed_event`.
+machinery, and their events come to `_watched_event`.
 
 Only `@kopf.on.event` handlers are used, because they write nothing to the objects they watch: no
 `last-handled-configuration` annotation, no progress annotations and no finalizers on users' Namespaces or
@@ -144,11 +144,16 @@ def _register_events(registry: kopf.OperatorRegistry) -> None:
 
 
 def _record(event: kopf.RawEvent, kind: kube.Kind, memo: OperatorContext) -> bool:
-    """Bring the cache up to date with one event; whether that changed the operator's view (see cache.py)."""
+    """One of kopf's events into the cache; whether that changed the operator's view."""
     _note_listing(event, kind.plural, memo)
-    if event.get("type") == "DELETED":
-        return memo.cache.forget(kind, event["object"])
-    return memo.cache.observe(kind, event["object"])
+    return _cached(kind, memo, str(event.get("type") or ""), event["object"])
+
+
+def _cached(kind: kube.Kind, memo: OperatorContext, event_type: str, body: Mapping[str, Any]) -> bool:
+    """Bring the cache up to date with one event; whether that changed the operator's view (see cache.py)."""
+    if event_type == "DELETED":
+        return memo.cache.forget(kind, body)
+    return memo.cache.observe(kind, body)
 
 
 def _baseline_event(
@@ -189,32 +194,23 @@ def _start_watches(memo: OperatorContext) -> None:
     to leave it.
     """
     for kind in LEAN_WATCHED_KINDS:
-        handle = _namespace_event if kind == kube.NAMESPACE else _managed_event
         watch = KindWatch(
             memo.api,
             kind,
             memo.cache.listed_versions.get(kind, ""),
-            on_event=functools.partial(handle, kind, memo),
+            on_event=functools.partial(_watched_event, kind, memo),
             on_relisted=memo.resync_wanted.set,
             field_selector=field_selector(kind),
         )
         memo.tasks.append(asyncio.create_task(watch.run(), name=f"watch-{kind.plural}"))
 
 
-def _namespace_event(
-    kind: kube.Kind, memo: OperatorContext, event_type: str, body: Mapping[str, Any]
-) -> None:
-    name = str((body.get("metadata") or {}).get("name") or "")
-    news = memo.cache.forget(kind, body) if event_type == "DELETED" else memo.cache.observe(kind, body)
-    if news and memo.engine is not None:
-        _heard(event_type, body, (kind.kind, "", name), memo.engine)
-
-
-def _managed_event(kind: kube.Kind, memo: OperatorContext, event_type: str, body: Mapping[str, Any]) -> None:
+def _watched_event(kind: kube.Kind, memo: OperatorContext, event_type: str, body: Mapping[str, Any]) -> None:
+    """An event from watch.py: into the cache and, when it is news, to the engine for its namespace."""
     metadata = body.get("metadata") or {}
     namespace, name = str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
-    news = memo.cache.forget(kind, body) if event_type == "DELETED" else memo.cache.observe(kind, body)
-    if news and memo.engine is not None and namespace:
+    news = _cached(kind, memo, event_type, body)
+    if news and memo.engine is not None and (namespace or kind == kube.NAMESPACE):
         _heard(event_type, body, (kind.kind, namespace, name), memo.engine)
 
 

@@ -374,7 +374,7 @@ class KubeApi:
                 opened = await stream.open()
                 self._observe("WATCH", opened.status, time.monotonic() - started)
                 if opened.status == http.HTTPStatus.TOO_MANY_REQUESTS:
-                    await self._sleep(min(opened.retry_after or 1.0, _MAX_RETRY_AFTER_SECONDS))
+                    await self._wait_out(opened)
                     continue
                 _raise_for(opened)
                 while (batch := await stream.next_batch()) is not None:
@@ -454,8 +454,12 @@ class KubeApi:
             # API Priority and Fairness rejected us: wait as long as it asks, never spin. After the last
             # attempt too: whatever the caller tries next (a watch event re-queues a namespace at once,
             # bypassing the engine's back-off) must not come sooner than the server asked.
-            await self._sleep(min(response.retry_after or 1.0, _MAX_RETRY_AFTER_SECONDS))
+            await self._wait_out(response)
         return response
+
+    async def _wait_out(self, throttled: _Response) -> None:
+        """As long as a 429 asks (1 s if it does not say), capped: one policy for requests and watches."""
+        await self._sleep(min(throttled.retry_after or 1.0, _MAX_RETRY_AFTER_SECONDS))
 
     def _send(
         self, method: str, path: str, query: list[tuple[str, str]], body: Any, content_type: str

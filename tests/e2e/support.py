@@ -212,20 +212,20 @@ class Cluster:
     def labels(self, namespace: str) -> dict[str, str]:
         return self.core.read_namespace(namespace).metadata.labels or {}
 
-    def has_default_service_account(self, namespace: str) -> bool:
-        return bool(
-            self.core.list_namespaced_service_account(namespace, field_selector="metadata.name=default").items
-        )
-
-    def automount(self, namespace: str) -> bool | None:
-        """The default ServiceAccount's automount flag; None also while there is no such ServiceAccount."""
+    def default_service_account(self, namespace: str) -> Any:
+        """The namespace's default ServiceAccount, or None while its controller (or the operator) has not
+        created it yet."""
         try:
-            account = self.core.read_namespaced_service_account("default", namespace)
+            return self.core.read_namespaced_service_account("default", namespace)
         except client.ApiException as error:
             if error.status == 404:
                 return None
             raise
-        return account.automount_service_account_token
+
+    def automount(self, namespace: str) -> bool | None:
+        """The default ServiceAccount's automount flag; None also while there is no such ServiceAccount."""
+        account = self.default_service_account(namespace)
+        return None if account is None else account.automount_service_account_token
 
     def baseline(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self.custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
@@ -318,19 +318,15 @@ class UserObjects:
         core.patch_namespace(
             namespace, {"metadata": {"labels": {"cost-center": "42"}, "annotations": {"owner": "payments"}}}
         )
-        eventually(lambda: self._default_sa() is not None, what="the default ServiceAccount")
+        eventually(
+            lambda: kube.default_service_account(namespace) is not None, what="the default ServiceAccount"
+        )
         core.patch_namespaced_service_account(
             "default",
             namespace,
             {"metadata": {"annotations": {"team": "payments"}}, "imagePullSecrets": [{"name": "r"}]},
         )
         self.before = self.snapshot()
-
-    def _default_sa(self) -> Any:
-        try:
-            return self.kube.core.read_namespaced_service_account("default", self.namespace)
-        except client.ApiException:
-            return None
 
     def snapshot(self) -> dict[str, Any]:
         core, networking, rbac, ns = self.kube.core, self.kube.networking, self.kube.rbac, self.namespace

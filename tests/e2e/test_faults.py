@@ -275,7 +275,9 @@ def test_the_operator_recovers_on_its_own_when_the_api_server_and_etcd_come_back
     # default ServiceAccount.
     probe = make_namespace("probe")
     eventually(
-        lambda: kube.has_default_service_account(probe), timeout=120, what="the controller-manager is back"
+        lambda: kube.default_service_account(probe) is not None,
+        timeout=120,
+        what="the controller-manager is back",
     )
     print(f"repair after the API returned: {recoveries}")  # noqa: T201
 

@@ -182,6 +182,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ),
         event_settings=EventSettings(namespace=args.events_namespace),
         backstop_interval=args.backstop_interval,
+        operator_namespace=args.operator_namespace or None,
     )
     election = None
     if args.leader_election_id:

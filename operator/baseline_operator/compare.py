@@ -187,6 +187,23 @@ def _fields_v1_paths(fields: Mapping[str, Any], prefix: Path) -> Iterator[Path]:
         yield from _fields_v1_paths(value or {}, (*prefix, key[2:]))
 
 
+def field_owners(
+    managed_fields: Iterable[Mapping[str, Any]], paths: Iterable[Path], *, other_than: str
+) -> dict[Path, str]:
+    """For each of `paths`, a field manager other than `other_than` that owns it (if any does)."""
+    wanted = set(paths)
+    owners: dict[Path, str] = {}
+    for entry in managed_fields:
+        manager = str(entry.get("manager", ""))
+        if not wanted or manager == other_than or entry.get("subresource"):
+            continue
+        found = _paths_of(json.dumps(entry.get("fieldsV1") or {})) & wanted
+        for path in found:
+            owners[path] = manager
+        wanted -= found
+    return owners
+
+
 def managers(managed_fields: Iterable[Mapping[str, Any]]) -> tuple[ManagerEntry, ...]:
     """Every writer of the object's main resource, newest first.
 

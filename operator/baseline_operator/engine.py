@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import logging
 import time
 from collections import deque
@@ -32,6 +33,7 @@ from baseline_operator.metrics import MetricsRecorder
 from baseline_operator.observed import observe_namespace, observe_object, thaw
 from baseline_operator.planner import (
     NON_BLOCKING,
+    Apply,
     BaselineOutcome,
     Delete,
     NamespaceView,
@@ -39,6 +41,8 @@ from baseline_operator.planner import (
     Problem,
     Reason,
     plan_namespace,
+    restores_isolation,
+    stage_of,
 )
 from baseline_operator.recent_writes import RecentWrites
 from baseline_operator.selection import Selection, select_namespaces
@@ -352,20 +356,25 @@ class Engine:
         return actions, held
 
     async def _execute(self, actions: Iterable[Action]) -> tuple[dict[str, list[Problem]], list[Action]]:
-        """Run the writes concurrently; failures per baseline (other writes go on), and what succeeded."""
-        actions = list(actions)
+        """Run the writes stage by stage (see `planner.Stage`), each stage's at once.
+
+        Failures per baseline (other writes go on, later stages too: a failed allow must not keep the
+        default deny away), and what succeeded.
+        """
         failures: dict[str, list[Problem]] = {}
         done: list[Action] = []
-        results = await asyncio.gather(*(self._run(action) for action in actions), return_exceptions=True)
-        for action, result in zip(actions, results, strict=True):
-            if isinstance(result, BaseException):
-                if isinstance(result, asyncio.CancelledError):
-                    raise result
-                failures.setdefault(action.baseline, []).append(_problem_for(action, result))
-            elif result is not None:
-                failures.setdefault(action.baseline, []).append(result)
-            else:
-                done.append(action)
+        for _, staged in itertools.groupby(actions, key=stage_of):
+            stage = list(staged)
+            results = await asyncio.gather(*(self._run(action) for action in stage), return_exceptions=True)
+            for action, result in zip(stage, results, strict=True):
+                if isinstance(result, BaseException):
+                    if isinstance(result, asyncio.CancelledError):
+                        raise result
+                    failures.setdefault(action.baseline, []).append(_problem_for(action, result))
+                elif result is not None:
+                    failures.setdefault(action.baseline, []).append(result)
+                else:
+                    done.append(action)
         return failures, done
 
     async def _run(self, action: Action) -> Problem | None:
@@ -375,26 +384,41 @@ class Engine:
             return None
         kind, metadata = action.body["kind"], action.body["metadata"]
         key = (kind, metadata.get("namespace", ""), metadata["name"])
+        body = action.body
         if action.recreate and action.live_uid is not None:
             await self.api.delete(
                 kube.KINDS[kind], metadata.get("namespace"), metadata["name"], uid=action.live_uid
             )
             self._recent.deleted(key, action.live_uid)
+            # The uid precondition was the delete's; the object created next gets a new one.
+            body = {**body, "metadata": {k: v for k, v in metadata.items() if k != "uid"}}
         # A create must not take over an object of someone else's that appeared meanwhile: without
         # force, a conflicting field makes the apply fail instead.
-        stored = await self.api.apply(action.body, force=not action.create_only_if_absent)
+        stored = await self.api.apply(
+            body, force=not action.create_only_if_absent, field_manager=action.field_manager
+        )
         self._recent.wrote(key, observe_namespace(stored) if kind == "Namespace" else observe_object(stored))
         return None
 
     def _repairs(
         self, done: Iterable[Action], drifting: Mapping[str, ObservedBaseline], now: float
     ) -> list[DriftRecord]:
-        """A record per drift repaired; the fight tracker hears of each repair and may pause the next."""
+        """A record per drift repaired; the fight tracker hears of the repairs that may be a fight.
+
+        Only a modification by a named field manager can be a fight (Argo CD with another manifest,
+        a script): repairing it harder would only make a write storm, so such repairs may pause.
+        A deletion never counts (one write per repair: a delete loop costs the deleter as much as
+        us), and neither does any change to what keeps the namespace isolated (`restores_isolation`):
+        those are repaired every time, whoever keeps changing them.
+        """
         records: list[DriftRecord] = []
         for action in done:
-            if action.baseline not in drifting:
+            if action.baseline not in drifting or (isinstance(action, Apply) and action.gives_back):
                 continue
             finding = action.finding
+            if not _may_be_fought(finding):
+                records.append(DriftRecord(action.baseline, finding, DriftAction.REPAIRED, self.now()))
+                continue
             key = _key(finding)
             fight = self._fights.repaired(key, now, finding.changed_by)
             self._fight_owners[key] = action.baseline
@@ -648,6 +672,10 @@ def _drifted_by_kind(result: NamespaceResult) -> dict[str, int]:
         if entry.reason in _DRIFT_REASONS:
             counts[entry.kind] = counts.get(entry.kind, 0) + 1
     return counts
+
+
+def _may_be_fought(finding: Finding) -> bool:
+    return finding.reason is Reason.MODIFIED and bool(finding.changed_by) and not restores_isolation(finding)
 
 
 def _key(finding: Finding) -> Key:

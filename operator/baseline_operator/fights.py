@@ -1,7 +1,11 @@
 """Notice a revert war over one object, and step back from it.
 
-When another writer (Argo CD with a different manifest, a script, a human in a loop) keeps changing an
-object we keep repairing, repairing harder only makes a write storm. After `max_repairs` repairs of
+When another writer (Argo CD with a different manifest, a script) keeps changing an object we keep
+repairing, repairing harder only makes a write storm. Only modifications by a named field manager of
+objects that do not keep the namespace isolated are reported here (the engine decides, see
+`Engine._repairs`): a deletion, or a change to the default deny, the metadata block, the Pod Security
+labels or the token setting, is repaired every time and never paused, or a tenant with a loop of
+`kubectl delete` could switch the floor off. After `max_repairs` repairs of
 the same object within `window` seconds, repairs of that object pause for `initial_backoff`; the
 drift is still reported, and the Conflict condition names the other writer. When the pause ends, one
 repair is tried; if the object needs another within `window`, the war is still on and the next pause

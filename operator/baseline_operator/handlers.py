@@ -27,6 +27,7 @@ from baseline_operator.cache import MANAGED_KINDS, ClusterCache, field_selector
 from baseline_operator.engine import Engine, EngineSettings
 from baseline_operator.events import EventRecorder, EventSettings
 from baseline_operator.metrics import MetricsRecorder
+from baseline_operator.protection import ProtectedLabelsPublisher
 from baseline_operator.watch import KindWatch
 
 if TYPE_CHECKING:
@@ -55,6 +56,9 @@ class OperatorContext:
     watching: set[str] = field(default_factory=set)
     """Resources whose first list is over: a listed (type None) event for one of them means kopf re-listed."""
     resync_wanted: asyncio.Event = field(default_factory=asyncio.Event)
+    operator_namespace: str | None = None
+    """Where the protected label keys are published for admission protection (none: not published)."""
+    protected_labels: ProtectedLabelsPublisher | None = None
 
 
 class _RetryForever:
@@ -121,6 +125,11 @@ def _register_lifecycle(registry: kopf.OperatorRegistry) -> None:
         memo.tasks.append(asyncio.create_task(events.run(), name="events"))
         memo.tasks.append(asyncio.create_task(engine.run(), name="engine"))
         memo.tasks.append(asyncio.create_task(_backstop(memo), name="backstop"))
+        if memo.operator_namespace:
+            memo.protected_labels = ProtectedLabelsPublisher(
+                memo.api, memo.operator_namespace, memo.cache.baselines
+            )
+            memo.tasks.append(asyncio.create_task(memo.protected_labels.run(), name="protected-labels"))
         _start_watches(memo)
 
     @kopf.on.cleanup(registry=registry, id="stop")
@@ -160,6 +169,8 @@ def _baseline_event(
     event: kopf.RawEvent, name: str, uid: str, meta: kopf.Meta, memo: OperatorContext, **_: Any
 ) -> None:
     _record(event, kube.SECURITY_BASELINE, memo)
+    if memo.protected_labels is not None:
+        memo.protected_labels.baselines_changed()
     engine = memo.engine
     if engine is None:
         return
@@ -242,6 +253,8 @@ async def _backstop(memo: OperatorContext) -> None:
             continue
         if gone:
             logger.info("resync: %d cached objects were deleted while a watch was down", len(gone))
+        if gone & known.keys() and memo.protected_labels is not None:
+            memo.protected_labels.baselines_changed()
         for name in (known[uid] for uid in gone & known.keys()):
             if memo.cache.baseline(name) is None:
                 memo.generations.pop(name, None)

@@ -72,6 +72,7 @@ CLUSTER_ROLE = Kind("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles
 EVENT = Kind("v1", "Event", "events", namespaced=True)
 SECURITY_BASELINE = Kind("baseline.dev/v1alpha1", "SecurityBaseline", "securitybaselines", namespaced=False)
 LEASE = Kind("coordination.k8s.io/v1", "Lease", "leases", namespaced=True)
+CONFIG_MAP = Kind("v1", "ConfigMap", "configmaps", namespaced=True)
 
 KINDS = {
     kind.kind: kind
@@ -86,6 +87,7 @@ KINDS = {
         EVENT,
         SECURITY_BASELINE,
         LEASE,
+        CONFIG_MAP,
     )
 }
 
@@ -273,16 +275,22 @@ class KubeApi:
     # -- the calls ---------------------------------------------------------------------------------
 
     async def apply(
-        self, body: Mapping[str, Any], *, force: bool = True, dry_run: bool = False
+        self,
+        body: Mapping[str, Any],
+        *,
+        force: bool = True,
+        dry_run: bool = False,
+        field_manager: str = FIELD_MANAGER,
     ) -> dict[str, Any]:
         """Server-side apply `body` as our field manager; return the object as stored.
 
-        `force` takes over fields another manager set: that is what repairing drift means.
+        `force` takes over fields another manager set: that is what repairing drift means. Another
+        `field_manager` only ever gives a taken-over field back to whoever had set it (takeover.py).
         """
         kind = kind_of(body)
         metadata = body["metadata"]
         query: list[tuple[str, str]] = [
-            ("fieldManager", FIELD_MANAGER),
+            ("fieldManager", field_manager),
             ("force", "true" if force else "false"),
         ]
         if dry_run:

@@ -24,8 +24,9 @@ from baseline_operator.builders.common import (
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
 )
-from baseline_operator.compare import ManagerEntry, Path, managers, owned_paths
+from baseline_operator.compare import ManagerEntry, Path, field_owners, managers, owned_paths
 from baseline_operator.spec import BaselineSpec, NamespaceInfo, SpecError, parse_spec
+from baseline_operator.takeover import PREVIOUS_VALUES_ANNOTATION, field_path, tracked_fields
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -68,6 +69,8 @@ class ObservedObject:
     """Fields our field manager owns through server-side apply."""
     writers: tuple[ManagerEntry, ...] = ()
     resource_version: str = ""
+    field_owners: Mapping[Path, str] = field(default_factory=dict)
+    """Other managers owning fields the operator may take over (see takeover.py); usually empty."""
 
     @classmethod
     def from_body(
@@ -81,6 +84,7 @@ class ObservedObject:
         owned: frozenset[Path] = frozenset(),
         writers: tuple[ManagerEntry, ...] = (),
         resource_version: str = "",
+        field_owners: Mapping[Path, str] | None = None,
     ) -> ObservedObject:
         labels = (body.get("metadata") or {}).get("labels") or {}
         return cls(
@@ -93,6 +97,7 @@ class ObservedObject:
             owned=_shared(owned),
             writers=writers,
             resource_version=resource_version,
+            field_owners=MappingProxyType(dict(field_owners)) if field_owners else _NO_OWNERS,
         )
 
     @property
@@ -133,10 +138,14 @@ class ObservedNamespace:
     """Label fields our field manager owns (the Pod Security labels we set)."""
     writers: tuple[ManagerEntry, ...] = ()
     resource_version: str = ""
+    previous_values: str | None = None
+    """The operator's record of the labels it took over (takeover.py), as written."""
+    field_owners: Mapping[Path, str] = field(default_factory=dict)
+    """Other managers owning Pod Security labels; only kept for labels not owned by us."""
 
     @property
     def owns_content(self) -> bool:
-        """Our field manager owns some label of the namespace (a Pod Security label)."""
+        """Our field manager owns some label or annotation of the namespace."""
         return bool(self.owned - _IDENTITY_PATHS)
 
     @property
@@ -145,7 +154,10 @@ class ObservedNamespace:
 
     @property
     def body(self) -> Mapping[str, Any]:
-        return {"metadata": {"name": self.name, "labels": dict(self.labels)}}
+        metadata: dict[str, Any] = {"name": self.name, "labels": dict(self.labels)}
+        if self.previous_values is not None:
+            metadata["annotations"] = {PREVIOUS_VALUES_ANNOTATION: self.previous_values}
+        return {"metadata": metadata}
 
 
 @dataclass(frozen=True)
@@ -162,23 +174,44 @@ class ObservedBaseline:
     resource_version: str = ""
 
 
+_NO_OWNERS: Mapping[Path, str] = MappingProxyType({})
+
+
+def _foreign_owners(
+    kind: str, body: Mapping[str, Any], managed_fields: list[Any], owned: frozenset[Path]
+) -> Mapping[Path, str]:
+    """Who owns the fields the operator may take over, where that is not (only) the operator.
+
+    Usually nothing to find: the operator's own objects have no such field, and where it set them it
+    owns them. So the walk over other managers' fields happens only when it can find something.
+    """
+    paths = [field_path(kind, name) for name in tracked_fields(kind, body)]
+    foreign = [path for path in paths if path not in owned]
+    if not foreign:
+        return _NO_OWNERS
+    return MappingProxyType(field_owners(managed_fields, foreign, other_than=FIELD_MANAGER))
+
+
 def observe_object(body: Mapping[str, Any]) -> ObservedObject:
     metadata = body.get("metadata", {})
     managed_fields = metadata.get("managedFields") or []
+    owned = owned_paths(managed_fields, FIELD_MANAGER)
+    kind = str(body.get("kind"))
     kept = {key: value for key, value in body.items() if key not in _DROPPED_KEYS}
     if body.get("kind") == "ResourceQuota":
         # Usage is how the planner tells that a quota is below what the namespace already uses.
         kept["status"] = {"used": (body.get("status") or {}).get("used") or {}}
     kept["metadata"] = {key: value for key, value in metadata.items() if key not in _DROPPED_METADATA}
     return ObservedObject.from_body(
-        kind=str(body.get("kind")),
+        kind=kind,
         namespace=str(metadata.get("namespace", "")),
         name=str(metadata.get("name")),
         uid=str(metadata.get("uid")),
         body=kept,
-        owned=owned_paths(managed_fields, FIELD_MANAGER),
+        owned=owned,
         writers=managers(managed_fields),
         resource_version=str(metadata.get("resourceVersion", "")),
+        field_owners=_foreign_owners(kind, body, managed_fields, owned),
     )
 
 
@@ -198,9 +231,25 @@ def _shared(owned: frozenset[Path]) -> frozenset[Path]:
     return owned
 
 
+_SHARED_TEXT: dict[str, str] = {}
+
+
+def _shared_text(text: str | None) -> str | None:
+    """One copy of equal annotation texts: most namespaces carry the same record."""
+    if text is None:
+        return None
+    found = _SHARED_TEXT.get(text)
+    if found is not None:
+        return found
+    if len(_SHARED_TEXT) < _MAX_SHARED_OWNED:
+        _SHARED_TEXT[text] = text
+    return text
+
+
 def observe_namespace(body: Mapping[str, Any]) -> ObservedNamespace:
     metadata = body.get("metadata", {})
     managed_fields = metadata.get("managedFields") or []
+    owned = owned_paths(managed_fields, FIELD_MANAGER)
     return ObservedNamespace(
         name=str(metadata.get("name")),
         uid=str(metadata.get("uid")),
@@ -208,9 +257,11 @@ def observe_namespace(body: Mapping[str, Any]) -> ObservedNamespace:
         terminating=bool(metadata.get("deletionTimestamp"))
         or body.get("status", {}).get("phase") == "Terminating",
         created=metadata.get("creationTimestamp"),
-        owned=owned_paths(managed_fields, FIELD_MANAGER),
+        owned=owned,
         writers=managers(managed_fields),
         resource_version=str(metadata.get("resourceVersion", "")),
+        previous_values=_shared_text((metadata.get("annotations") or {}).get(PREVIOUS_VALUES_ANNOTATION)),
+        field_owners=_foreign_owners("Namespace", body, managed_fields, owned),
     )
 
 

@@ -4,12 +4,14 @@ Input is what the watches observed (namespace, baselines, managed objects, the d
 ServiceAccount, existing ClusterRoles); output is a `NamespacePlan`: the writes to make and, per
 baseline, what it found. No API call happens here, so every rule is tested in milliseconds.
 
-Rules that keep users' objects safe:
+Rules that keep users' objects safe and the floor closed:
 - an object is deleted only if it carries our managed-by label *and* our field manager owns fields
   of it; an object someone merely labelled as ours is reported, never deleted;
 - a baseline whose objects in a namespace cannot all be built (a missing label for a placeholder, a
   ClusterRole that is missing or not allowed) writes nothing there and keeps what it wrote before: a
-  namespace is never left half-applied;
+  namespace is never left half-applied, and while any selecting baseline cannot be built nothing of
+  the Namespace or its default ServiceAccount is released (a removed team label must not drop
+  `restricted`);
 - a baseline whose stored spec is invalid (written before a CRD upgrade, say) writes nothing and
   removes nothing: its objects stay as they are until its spec is fixed or it is deleted, and while
   any baseline is invalid no Namespace or ServiceAccount field is released, since nothing tells
@@ -19,24 +21,36 @@ Rules that keep users' objects safe:
 - the Namespace and its `default` ServiceAccount are not ours: we only set, and later release, the
   fields named in the baseline, through server-side apply (in Enforce mode that apply creates the
   `default` ServiceAccount if the ServiceAccount controller has not yet: it would create the same).
+  What such a field held before we took it over is recorded on the object and given back on release
+  (takeover.py), so a release never leaves the namespace weaker than it was before the operator came;
+- a namespace that an Enforce baseline selects carries the label `baseline.dev/enforced`, which the
+  admission policies of manifests/admission key on;
+- every write to an existing object carries its uid: a repair racing a user's delete-and-recreate
+  fails instead of taking the user's new object over;
+- writes come in stages (`Stage`): the allows before the default deny on the way in, the deny
+  removed before the allows on the way out.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING, Any
 
 from baseline_operator.builders import BuildContext, BuildError, PlaceholderError, build_section
-from baseline_operator.builders.common import FIELD_MANAGER, SECTION_LABEL
+from baseline_operator.builders.common import ENFORCED_LABEL, ENFORCED_VALUE, FIELD_MANAGER, SECTION_LABEL
+from baseline_operator.builders.network_policy import BLOCK_METADATA_NAME, DEFAULT_DENY_NAME
+from baseline_operator.builders.pod_security import POD_SECURITY_LABEL_PREFIX
 from baseline_operator.compare import FieldDifference, ManagerEntry, differences, last_writer_other_than
 from baseline_operator.quantity import parse_quantity
-from baseline_operator.selection import SectionAssignment, assign_sections, selects
+from baseline_operator.selection import SectionAssignment, assign_sections, precedence, selects
 from baseline_operator.spec import BaselineRef, Mode, Section
+from baseline_operator.takeover import give_back_body, plan_takeover, tracked_fields, with_record
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
+    from baseline_operator.compare import Path
     from baseline_operator.observed import ObservedBaseline, ObservedNamespace, ObservedObject
 
 _MAX_FIELDS_PER_FINDING = 10
@@ -112,6 +126,12 @@ class Apply:
     recreate: bool = False
     create_only_if_absent: bool = False
     """Our watch has no such object: make sure no object of someone else's holds the name."""
+    field_manager: str = FIELD_MANAGER
+    """Another manager's name only to give a taken-over field back to whoever had set it."""
+
+    @property
+    def gives_back(self) -> bool:
+        return self.field_manager != FIELD_MANAGER
 
 
 @dataclass(frozen=True)
@@ -127,6 +147,45 @@ class Delete:
 
 
 Action = Apply | Delete
+
+
+class Stage(IntEnum):
+    """The order of a namespace's writes; the writes of one stage may run at once.
+
+    A default deny applied before the allows would cut DNS for a moment; deleted after them, the same.
+    A taken-over field is given back before our own apply lets go of it, so it is never absent between.
+    """
+
+    GIVE_BACK = 0
+    APPLY = 1
+    """Every apply but the default deny: the allows, the metadata block, everything not a NetworkPolicy."""
+    DENY = 2
+    UNDENY = 3
+    PRUNE = 4
+
+
+def stage_of(action: Action) -> Stage:
+    if isinstance(action, Delete):
+        return Stage.UNDENY if _is_default_deny(action.kind, action.name) else Stage.PRUNE
+    if action.gives_back:
+        return Stage.GIVE_BACK
+    body = action.body
+    return Stage.DENY if _is_default_deny(body["kind"], body["metadata"]["name"]) else Stage.APPLY
+
+
+def _is_default_deny(kind: str, name: str) -> bool:
+    return kind == "NetworkPolicy" and name == DEFAULT_DENY_NAME
+
+
+def restores_isolation(finding: Finding) -> bool:
+    """A repair that closes the floor again: never paused as a fight, whoever keeps changing the object.
+
+    The default deny, the metadata block, the Pod Security labels (on the Namespace) and the default
+    ServiceAccount's token setting. A tenant deleting or emptying them in a loop gets them back every time.
+    """
+    if finding.kind == "NetworkPolicy":
+        return finding.name in {DEFAULT_DENY_NAME, BLOCK_METADATA_NAME}
+    return finding.kind in {"Namespace", "ServiceAccount"}
 
 
 @dataclass
@@ -185,6 +244,8 @@ class _Live:
     uid: str
     owned: frozenset[tuple[str, ...]]
     writers: tuple[ManagerEntry, ...]
+    owners: Mapping[Path, str] = field(default_factory=dict)
+    """Other managers of the fields we may take over (Namespace and ServiceAccount only)."""
 
 
 def plan_namespace(view: NamespaceView, policy: Policy) -> NamespacePlan:
@@ -205,7 +266,7 @@ def plan_namespace(view: NamespaceView, policy: Policy) -> NamespacePlan:
         for baseline in selecting
     }
     _record_conflicts(assignments, outcomes, namespace.name)
-    desired, kept_baselines = _desired_objects(
+    desired, failed = _desired_objects(
         selecting=selecting,
         assignments=assignments,
         namespace=namespace,
@@ -213,20 +274,61 @@ def plan_namespace(view: NamespaceView, policy: Policy) -> NamespacePlan:
         policy=policy,
         outcomes=outcomes,
     )
+    invalid = {baseline.name for baseline in view.baselines if baseline.spec is None}
+    # While a baseline cannot be built (or parsed), what it set on the Namespace and the ServiceAccount
+    # stays exactly as it is: nothing is released, and no apply of the other baselines lets go of it.
+    keep = bool(failed or invalid)
+    audited = _mark_enforced(desired, selecting, failed, namespace)
     live_by_key = {(live.kind, live.name): live for live in view.objects}
     actions: list[Action] = []
+    for want in audited:
+        # The Pod Security section of an Audit baseline: compared and reported, never written.
+        _actions_for(want, namespace, view, live_by_key, outcomes[want.baseline.name], keep=keep)
     for key in sorted(desired):
-        action = _action_for(desired[key], namespace, view, live_by_key, outcomes[desired[key].baseline.name])
-        if action is not None:
-            actions.append(action)
-    invalid = {baseline.name for baseline in view.baselines if baseline.spec is None}
-    actions += _prunes(view, namespace, desired, kept_baselines | invalid, outcomes, release=not invalid)
+        actions += _actions_for(
+            desired[key], namespace, view, live_by_key, outcomes[desired[key].baseline.name], keep=keep
+        )
+    actions += _prunes(view, namespace, desired, failed | invalid, outcomes, release=not keep)
     # Audit baselines write nothing: their findings stay findings.
-    return NamespacePlan(
-        namespace.name,
-        tuple(action for action in actions if _writes_allowed(action, view.baselines)),
-        outcomes,
+    allowed = [action for action in actions if _writes_allowed(action, view.baselines)]
+    return NamespacePlan(namespace.name, tuple(sorted(allowed, key=stage_of)), outcomes)
+
+
+def _mark_enforced(
+    desired: dict[tuple[str, str], _Desired],
+    selecting: Sequence[ObservedBaseline],
+    failed: set[str],
+    namespace: ObservedNamespace,
+) -> list[_Desired]:
+    """Put the `enforced` label on the Namespace's desired body if an Enforce baseline selects it.
+
+    Returns the Namespace body of an Audit baseline it replaced (to be compared, not written).
+    """
+    enforcing = sorted(
+        (b for b in selecting if _mode(b) is Mode.ENFORCE and b.name not in failed), key=precedence
     )
+    if not enforcing:
+        return []
+    key = ("Namespace", namespace.name)
+    current = desired.get(key)
+    if current is not None and _mode(current.baseline) is Mode.ENFORCE:
+        current.body["metadata"].setdefault("labels", {})[ENFORCED_LABEL] = ENFORCED_VALUE
+        return []
+    labels = {ENFORCED_LABEL: ENFORCED_VALUE}
+    audited: list[_Desired] = []
+    if current is not None:
+        # Pod Security here comes from an Audit baseline, which writes nothing: the labels we set before
+        # stay as they are.
+        labels.update(
+            (label, value)
+            for label, value in namespace.labels.items()
+            if label.startswith(POD_SECURITY_LABEL_PREFIX)
+            and ("metadata", "labels", label) in namespace.owned
+        )
+        audited.append(current)
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace.name, "labels": labels}}
+    desired[key] = _Desired(body, enforcing[0], Section.POD_SECURITY)
+    return audited
 
 
 def _record_conflicts(
@@ -257,7 +359,7 @@ def _desired_objects(
     policy: Policy,
     outcomes: Mapping[str, BaselineOutcome],
 ) -> tuple[dict[tuple[str, str], _Desired], set[str]]:
-    """Every object the winning baselines want here, by (kind, name); and the baselines that failed."""
+    """Every object the winning baselines want here, by (kind, name); the baselines that failed to build."""
     desired: dict[tuple[str, str], _Desired] = {}
     failed: set[str] = set()
     for baseline in selecting:
@@ -279,16 +381,19 @@ def _desired_objects(
     return desired, failed
 
 
-def _action_for(
+def _actions_for(
     want: _Desired,
     namespace: ObservedNamespace,
     view: NamespaceView,
     live_by_key: Mapping[tuple[str, str], ObservedObject],
     outcome: BaselineOutcome,
-) -> Action | None:
+    *,
+    keep: bool,
+) -> list[Action]:
+    """The writes that bring one desired object about (none if it is as desired); findings into `outcome`."""
     kind, name = want.body["kind"], want.body["metadata"]["name"]
     if kind == "Namespace":
-        live = _Live(namespace.body, namespace.uid, namespace.owned, namespace.writers)
+        live = _live(namespace)
     elif kind == "ServiceAccount":
         account = view.default_service_account
         if account is None:
@@ -296,20 +401,21 @@ def _action_for(
                 # The ServiceAccount controller creates it in a moment and its event brings us back;
                 # reporting it missing meanwhile would be noise.
                 outcome.waiting = True
-                return None
+                return []
             # Create it with our field rather than wait for the ServiceAccount controller, which lags
             # seconds behind under load: that controller then finds it there and only skips it, and the
             # apply without force merges into one it created meanwhile.
             finding = Finding(kind, namespace.name, name, want.section.value, Reason.MISSING)
             outcome.findings.append(finding)
-            return Apply(want.body, want.baseline.name, finding, create_only_if_absent=True)
-        live = _Live(account.body, account.uid, account.owned, account.writers)
+            created = with_record(want.body, dict.fromkeys(tracked_fields(kind, want.body)))
+            return [Apply(created, want.baseline.name, finding, create_only_if_absent=True)]
+        live = _live(account)
     else:
         found = live_by_key.get((kind, name))
         if found is None:
             finding = Finding(kind, namespace.name, name, want.section.value, Reason.MISSING)
             outcome.findings.append(finding)
-            return Apply(want.body, want.baseline.name, finding, create_only_if_absent=True)
+            return [Apply(want.body, want.baseline.name, finding, create_only_if_absent=True)]
         if not found.labelled_ours:
             outcome.problems.append(
                 Problem(
@@ -321,13 +427,14 @@ def _action_for(
                     name,
                 )
             )
-            return None
-        live = _Live(found.body, found.uid, found.owned, found.writers)
+            return []
+        live = _live(found)
         if kind == "ResourceQuota":
             _check_usage(want.body, live.body, want.section, outcome, namespace.name)
-    changed = differences(want.body, live.body, live.owned)
+    body, give_back = _taking_over(kind, want.body, live, keep=keep)
+    changed = differences(body, live.body, live.owned)
     if not changed:
-        return None
+        return []
     writer = last_writer_other_than(live.writers, FIELD_MANAGER)
     finding = Finding(
         kind,
@@ -342,13 +449,66 @@ def _action_for(
     outcome.findings.append(finding)
     # roleRef is immutable: a binding to another role must be deleted and created again.
     recreate = kind == "RoleBinding" and any(difference.path.startswith("roleRef") for difference in changed)
-    return Apply(
-        _with_uid(want.body, live.uid, kind),
-        want.baseline.name,
-        finding,
-        live_uid=live.uid,
-        recreate=recreate,
+    returned: list[Action] = [
+        Apply(
+            give_back_body(kind, name, _namespace_of(want.body), live.uid, fields),
+            want.baseline.name,
+            finding,
+            live_uid=live.uid,
+            field_manager=manager,
+        )
+        for manager, fields in sorted(give_back.items())
+    ]
+    returned.append(
+        Apply(
+            _with_uid(body, live.uid),
+            want.baseline.name,
+            finding,
+            live_uid=live.uid,
+            recreate=recreate,
+        )
     )
+    return returned
+
+
+def _live(observed: ObservedNamespace | ObservedObject) -> _Live:
+    return _Live(observed.body, observed.uid, observed.owned, observed.writers, observed.field_owners)
+
+
+def _taking_over(
+    kind: str, body: Mapping[str, Any], live: _Live, *, keep: bool
+) -> tuple[Mapping[str, Any], dict[str, dict[str, Any]]]:
+    """The body with its takeover record, and what to give back (Namespace and ServiceAccount only).
+
+    With `keep`, what we own and the body does not set is carried over unchanged: nothing let go of.
+    """
+    if kind not in {"Namespace", "ServiceAccount"}:
+        return body, {}
+    if keep:
+        body = _carry_over(body, live.body, live.owned)
+    takeover = plan_takeover(kind, tracked_fields(kind, body), live.body, live.owned, live.owners)
+    return with_record(body, takeover.record), takeover.give_back
+
+
+def _carry_over(
+    body: Mapping[str, Any], live: Mapping[str, Any], owned: frozenset[Path]
+) -> Mapping[str, Any]:
+    """`body` plus the labels, annotations and top-level fields we own on `live` and `body` leaves out."""
+    result = {**body, "metadata": dict(body["metadata"])}
+    metadata = result["metadata"]
+    for path in owned:
+        if len(path) == 3 and path[0] == "metadata" and path[1] in {"labels", "annotations"}:  # noqa: PLR2004
+            values = (live.get("metadata") or {}).get(path[1]) or {}
+            if path[2] in values:
+                metadata[path[1]] = {path[2]: values[path[2]], **(metadata.get(path[1]) or {})}
+        elif len(path) == 1 and path[0] not in result and path[0] in live:
+            result[path[0]] = live[path[0]]
+    return result
+
+
+def _namespace_of(body: Mapping[str, Any]) -> str | None:
+    namespace = body["metadata"].get("namespace")
+    return str(namespace) if namespace else None
 
 
 def _check_usage(
@@ -390,13 +550,10 @@ def _writes_allowed(action: Action, baselines: Iterable[ObservedBaseline]) -> bo
     return owner is None or _mode(owner) is Mode.ENFORCE
 
 
-def _with_uid(body: Mapping[str, Any], uid: str, kind: str) -> dict[str, Any]:
-    # For objects that are not ours, the uid makes the apply a precondition: if the Namespace or the
-    # ServiceAccount was deleted and re-created meanwhile, the apply fails instead of re-creating it.
-    result = dict(body)
-    if kind in {"Namespace", "ServiceAccount"}:
-        result["metadata"] = {**body["metadata"], "uid": uid}
-    return result
+def _with_uid(body: Mapping[str, Any], uid: str) -> dict[str, Any]:
+    # The uid makes the apply a precondition: if the object was deleted and re-created meanwhile (by a
+    # user, under the same name), the apply is refused instead of taking the new object over.
+    return {**body, "metadata": {**body["metadata"], "uid": uid}}
 
 
 def _build(
@@ -494,15 +651,24 @@ def _prunes(
         finding = Finding(
             "Namespace", namespace.name, namespace.name, Section.POD_SECURITY.value, Reason.UNEXPECTED
         )
-        actions.append(Apply(_release("v1", "Namespace", namespace.name, None, namespace.uid), "", finding))
+        actions += _released("Namespace", namespace.name, None, _live(namespace), finding)
     account = view.default_service_account
     if "ServiceAccount" not in desired_kinds and account is not None and account.owns_content:
         finding = Finding(
             "ServiceAccount", namespace.name, account.name, Section.RBAC.value, Reason.UNEXPECTED
         )
-        actions.append(
-            Apply(_release("v1", "ServiceAccount", account.name, namespace.name, account.uid), "", finding)
-        )
+        actions += _released("ServiceAccount", account.name, namespace.name, _live(account), finding)
+    return actions
+
+
+def _released(kind: str, name: str, namespace: str | None, live: _Live, finding: Finding) -> list[Action]:
+    """Let go of every field we set on an object that is not ours, giving back what we took over first."""
+    takeover = plan_takeover(kind, {}, live.body, live.owned, live.owners)
+    actions: list[Action] = [
+        Apply(give_back_body(kind, name, namespace, live.uid, fields), "", finding, field_manager=manager)
+        for manager, fields in sorted(takeover.give_back.items())
+    ]
+    actions.append(Apply(_release("v1", kind, name, namespace, live.uid), "", finding))
     return actions
 
 

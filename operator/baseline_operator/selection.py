@@ -13,7 +13,14 @@ import fnmatch
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from baseline_operator.spec import BaselineSpec, LabelSelector, Section
+from baseline_operator.spec import (
+    LABEL_PLACEHOLDER_PREFIX,
+    PLACEHOLDER_PATTERN,
+    BaselineSpec,
+    LabelSelector,
+    Mode,
+    Section,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -109,3 +116,28 @@ def assign_sections(selecting: Iterable[ObservedBaseline]) -> dict[Section, Sect
         if setting:
             assignments[section] = SectionAssignment(section, setting[0], tuple(setting[1:]))
     return assignments
+
+
+def protected_label_keys(baselines: Iterable[ObservedBaseline]) -> tuple[str, ...]:
+    """The namespace label keys whose change would change what an Enforce baseline does, sorted.
+
+    Those its selector reads (a change selects or unselects, or moves a namespace to another baseline)
+    and those its `${label:<key>}` placeholders read (a change names another subject). Admission
+    protection (manifests/admission/selection-labels.yaml) keeps them on enforced namespaces.
+    """
+    keys: set[str] = set()
+    for baseline in baselines:
+        spec = baseline.spec
+        if spec is None or spec.mode is not Mode.ENFORCE:
+            continue
+        keys.update(spec.namespace_selector.match_labels)
+        keys.update(requirement.key for requirement in spec.namespace_selector.match_expressions)
+        for binding in spec.rbac.role_bindings if spec.rbac is not None else ():
+            for subject in binding.subjects:
+                for text in (subject.name, subject.namespace or ""):
+                    keys.update(
+                        match["body"].removeprefix(LABEL_PLACEHOLDER_PREFIX)
+                        for match in PLACEHOLDER_PATTERN.finditer(text)
+                        if match["body"].startswith(LABEL_PLACEHOLDER_PREFIX)
+                    )
+    return tuple(sorted(keys))

@@ -44,6 +44,9 @@ _CONTROLLERS = (
     "clusterrole-aggregation-controller",
     "serviceaccount-controller",
     "root-ca-certificate-publisher-controller",
+    # Type-checks ValidatingAdmissionPolicies against the schemas and writes what it finds to their status:
+    # the API server's own review of manifests/admission.
+    "validatingadmissionpolicy-status-controller",
 )
 # Metadata for every request except the API server's own loopback traffic and the controller-manager's
 # reads, which would drown the log. Writes by anyone, and reads by clients such as the operator, stay.
@@ -54,6 +57,12 @@ _AUDIT_POLICY = {
     "rules": [
         {"level": "None", "users": ["system:apiserver"]},
         {"level": "None", "users": ["system:kube-controller-manager"], "verbs": ["get", "list", "watch"]},
+        # The controllers, each as its own ServiceAccount (--use-service-account-credentials).
+        {
+            "level": "None",
+            "userGroups": ["system:serviceaccounts:kube-system"],
+            "verbs": ["get", "list", "watch"],
+        },
         {"level": "Metadata"},
     ],
 }
@@ -150,6 +159,10 @@ class LocalCluster:
         return f"https://127.0.0.1:{self.apiserver_port}"
 
     @property
+    def _controller_manager_kubeconfig(self) -> Path:
+        return self.state_dir / "controller-manager.kubeconfig"
+
+    @property
     def pki_dir(self) -> Path:
         return self.state_dir / "pki"
 
@@ -176,6 +189,10 @@ class LocalCluster:
         sa_keys = write_service_account_keys(self.pki_dir)
         self.apiserver_port = free_port()
         self.write_kubeconfig(self.kubeconfig, user=ADMIN_USER, groups=("system:masters",))
+        # As kubeadm runs it: the controller-manager as itself (not an admin), each controller with the
+        # credentials of its own ServiceAccount. Admission policies see who deletes what: the garbage
+        # collector and the namespace controller, not "admin".
+        self.write_kubeconfig(self._controller_manager_kubeconfig, user="system:kube-controller-manager")
         self._define_processes(serving, sa_keys, ca.files)
         deadline = time.monotonic() + timeout
         try:
@@ -274,7 +291,8 @@ class LocalCluster:
                 "kube-controller-manager",
                 [
                     str(self.binaries["kube-controller-manager"]),
-                    f"--kubeconfig={self.kubeconfig}",
+                    f"--kubeconfig={self._controller_manager_kubeconfig}",
+                    "--use-service-account-credentials=true",
                     f"--controllers={','.join(_CONTROLLERS)}",
                     "--leader-elect=false",
                     "--secure-port=0",

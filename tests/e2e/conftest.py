@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -196,3 +197,44 @@ def kube(api: client.ApiClient) -> Cluster:
 @pytest.fixture
 def label() -> str:
     return uuid.uuid4().hex[:10]
+
+
+def kubectl(cluster: LocalCluster, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """kubectl of the control plane's release against the test cluster; the caller checks the outcome."""
+    return subprocess.run(
+        [str(KUBERNETES.cache_dir() / "kubectl"), "--kubeconfig", str(cluster.kubeconfig), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def install_admission_protection(cluster: LocalCluster, *components: str) -> list[dict[str, Any]]:
+    """manifests/admission (with kustomize `components`, e.g. "warn"), applied as an admin would."""
+    folder = cluster.state_dir / f"admission-{'-'.join(components) or 'deny'}"
+    folder.mkdir(exist_ok=True)
+    admission = REPO / "manifests" / "admission"
+    # kustomize takes only relative paths to other kustomizations.
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(admission, folder)],
+        "components": [os.path.relpath(admission / component, folder) for component in components],
+    }
+    (folder / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    rendered = kubectl(cluster, "kustomize", str(folder))
+    assert rendered.returncode == 0, rendered.stderr
+    objects = [document for document in yaml.safe_load_all(rendered.stdout) if document]
+    applied = kubectl(
+        cluster, "apply", "--server-side", "--force-conflicts", "-f", "-", stdin=rendered.stdout
+    )
+    assert applied.returncode == 0, applied.stderr
+    return objects
+
+
+def remove_admission_protection(cluster: LocalCluster, objects: list[dict[str, Any]]) -> None:
+    removed = kubectl(
+        cluster, "delete", "--ignore-not-found", "--wait", "-f", "-", stdin=yaml.safe_dump_all(objects)
+    )
+    assert removed.returncode == 0, removed.stderr

@@ -276,6 +276,17 @@ def remove_lease(api: client.ApiClient) -> None:
             raise
 
 
+def remove_protected_labels(api: client.ApiClient) -> None:
+    """Delete the ConfigMap of protected label keys, so that the next operator publishes it afresh."""
+    try:
+        client.CoreV1Api(api).delete_namespaced_config_map(
+            "baseline-operator-protected-labels", OPERATOR_NAMESPACE
+        )
+    except client.ApiException as error:
+        if error.status != 404:
+            raise
+
+
 # -- user-owned objects: there before, unchanged after ------------------------------------------------
 
 
@@ -343,13 +354,11 @@ class UserObjects:
             "ResourceQuota": {"spec": quota["spec"], "labels": quota["metadata"].get("labels")},
             # Objects the operator shares with the user: everything but the operator's own fields.
             "Namespace": {
-                "labels": {
-                    k: v for k, v in (namespace.labels or {}).items() if not k.startswith("pod-security")
-                },
-                "annotations": namespace.annotations,
+                "labels": _users(namespace.labels, "pod-security.kubernetes.io/", "baseline.dev/"),
+                "annotations": _users(namespace.annotations, "baseline.dev/"),
             },
             "ServiceAccount": {
-                "annotations": account.metadata.annotations,
+                "annotations": _users(account.metadata.annotations, "baseline.dev/"),
                 "imagePullSecrets": serialize(account.image_pull_secrets),
             },
         }
@@ -357,3 +366,8 @@ class UserObjects:
     def unchanged(self) -> list[str]:
         after = self.snapshot()
         return [kind for kind in self.before if self.before[kind] != after[kind]]
+
+
+def _users(values: dict[str, str] | None, *operators_prefixes: str) -> dict[str, str]:
+    """Labels or annotations without the operator's own (the Pod Security labels, its mark and record)."""
+    return {key: value for key, value in (values or {}).items() if not key.startswith(operators_prefixes)}

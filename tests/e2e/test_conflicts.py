@@ -220,3 +220,37 @@ def test_a_prune_racing_a_users_replacement_deletes_only_the_operators_objects(
     assert answers_to_deletes(cluster, namespace, "baseline-allow-dns", since) == [409]
     theirs = kube.networking.read_namespaced_network_policy("baseline-allow-dns", namespace)
     assert theirs.metadata.resource_version == replaced.metadata.resource_version
+
+
+def test_a_repair_racing_a_users_delete_and_recreate_leaves_their_new_object_alone(
+    in_process: InProcessOperator,
+    kube: Cluster,
+    make_namespace: MakeNamespace,
+    make_baseline: MakeBaseline,
+    label: str,
+) -> None:
+    spec = full_spec(label)
+    baseline = make_baseline(spec)["metadata"]["name"]
+    namespace = converged(in_process, kube, make_namespace, spec)
+    kube.networking.patch_namespaced_network_policy(
+        "baseline-default-deny", namespace, {"spec": {"policyTypes": ["Ingress"]}}, field_manager=USER
+    )
+    in_process.read()  # the operator reads the drift...
+    # ...and before it repairs, the user replaces the object by one of their own under the same name.
+    kube.networking.delete_namespaced_network_policy("baseline-default-deny", namespace)
+    created = kube.networking.create_namespaced_network_policy(
+        namespace, user_network_policy(namespace, "baseline-default-deny"), field_manager=USER
+    )
+    in_process.reconcile(namespace)
+
+    theirs = kube.networking.read_namespaced_network_policy("baseline-default-deny", namespace)
+    assert theirs.metadata.uid == created.metadata.uid
+    assert theirs.metadata.resource_version == created.metadata.resource_version  # not taken over
+    problems = in_process.problems(baseline, namespace)
+    assert any("baseline-default-deny" in problem and "uid" in problem for problem in problems), problems
+
+    in_process.read()  # once the view has caught up, the name is reported as taken, and nothing is written
+    in_process.reconcile(namespace)
+    theirs = kube.networking.read_namespaced_network_policy("baseline-default-deny", namespace)
+    assert theirs.metadata.resource_version == created.metadata.resource_version
+    assert any("NameTaken" in problem for problem in in_process.problems(baseline, namespace))

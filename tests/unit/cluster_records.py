@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from baseline_operator.builders import BuildContext, build_all
+from baseline_operator.builders.common import ENFORCED_LABEL
 from baseline_operator.compare import leaf_paths
 from baseline_operator.observed import ObservedBaseline, ObservedNamespace, ObservedObject, observe_object
-from baseline_operator.planner import NamespaceView, Policy
-from baseline_operator.spec import BaselineRef, parse_spec
+from baseline_operator.planner import Apply, NamespaceView, Policy, plan_namespace
+from baseline_operator.spec import Mode, parse_spec
+from baseline_operator.takeover import PREVIOUS_VALUES_ANNOTATION
 
 POLICY = Policy(
     protected_namespaces=frozenset({"kube-system", "baseline-system"}),
@@ -90,21 +92,49 @@ def view(
 def converged(
     ns: ObservedNamespace, base: ObservedBaseline
 ) -> tuple[list[ObservedObject], ObservedNamespace, ObservedObject]:
-    """What the cluster holds once `base` was fully applied to `ns`."""
+    """What the cluster holds once the plan for `base` in a fresh `ns` was applied (as if enforced)."""
     assert base.spec is not None
-    bodies = build_all(base.spec, BuildContext(BaselineRef(base.name, base.uid), ns.info), base.spec.sections)
+    enforced = dataclasses.replace(base, spec=dataclasses.replace(base.spec, mode=Mode.ENFORCE))
+    plan = plan_namespace(view(ns, [enforced]), POLICY)
+    bodies = [_without_uid(action.body) for action in plan.actions if isinstance(action, Apply)]
     objects = [applied(body) for body in bodies if body["kind"] not in {"Namespace", "ServiceAccount"}]
-    namespace_body = next(
-        (body for body in bodies if body["kind"] == "Namespace"), {"metadata": {"labels": {}}}
+    namespace_body = next((body for body in bodies if body["kind"] == "Namespace"), {"metadata": {}})
+    metadata = namespace_body["metadata"]
+    if base.spec.mode is Mode.AUDIT:
+        # Only an Enforce baseline marks the namespace.
+        metadata = {
+            **metadata,
+            "labels": {k: v for k, v in metadata.get("labels", {}).items() if k != ENFORCED_LABEL},
+        }
+    labels = metadata.get("labels") or {}
+    annotations = metadata.get("annotations") or {}
+    ns_after = ObservedNamespace(
+        name=ns.name,
+        uid=ns.uid,
+        labels={**ns.labels, **labels},
+        terminating=False,
+        owned=frozenset(
+            ("metadata", field, key)
+            for field in ("labels", "annotations")
+            for key in metadata.get(field) or {}
+        ),
+        previous_values=annotations.get(PREVIOUS_VALUES_ANNOTATION),
     )
-    labels = namespace_body["metadata"]["labels"]
-    ns_after = namespace(
-        ns.name, {**ns.labels, **labels}, owned=frozenset(("metadata", "labels", key) for key in labels)
-    )
-    manages_account = any(body["kind"] == "ServiceAccount" for body in bodies)
-    sa = (
-        account(ns.name, automount=False, owned=frozenset({("automountServiceAccountToken",)}))
-        if manages_account
-        else account(ns.name)
+    account_body = next((body for body in bodies if body["kind"] == "ServiceAccount"), None)
+    if account_body is None:
+        return objects, ns_after, account(ns.name)
+    stored = {**account_body, "metadata": {**account_body["metadata"], "uid": f"sa-{ns.name}"}}
+    sa = ObservedObject.from_body(
+        "ServiceAccount",
+        ns.name,
+        "default",
+        f"sa-{ns.name}",
+        stored,
+        owned=frozenset(leaf_paths(account_body)),
     )
     return objects, ns_after, sa
+
+
+def _without_uid(body: dict[str, Any]) -> dict[str, Any]:
+    # The uid of a write is its precondition, not a field anyone owns.
+    return {**body, "metadata": {key: value for key, value in body["metadata"].items() if key != "uid"}}

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 from cluster_records import FULL, POLICY, ROLES, account, baseline, converged, namespace, view
 
-from baseline_operator.observed import ObservedBaseline, ObservedObject
-from baseline_operator.planner import Apply, Delete, NamespaceView, Reason, plan_namespace
+from baseline_operator.observed import ObservedBaseline, ObservedNamespace, ObservedObject
+from baseline_operator.planner import (
+    Apply,
+    Delete,
+    NamespaceView,
+    Reason,
+    Stage,
+    plan_namespace,
+    restores_isolation,
+    stage_of,
+)
 from baseline_operator.spec import Section, SpecError
 
 
@@ -215,6 +227,7 @@ def test_applies_to_objects_we_do_not_own_carry_their_uid_as_precondition() -> N
             assert "labels" not in action.body["metadata"] or set(action.body["metadata"]["labels"]) == {
                 "pod-security.kubernetes.io/enforce",
                 "pod-security.kubernetes.io/enforce-version",
+                "baseline.dev/enforced",
             }
             assert "ownerReferences" not in action.body["metadata"]
 
@@ -273,7 +286,12 @@ def test_a_default_service_account_not_there_yet_is_created_with_our_field_only(
     assert create.body == {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": {"name": "default", "namespace": ns.name},
+        "metadata": {
+            "name": "default",
+            "namespace": ns.name,
+            # Taken over from nobody: released, the field goes (takeover.py).
+            "annotations": {"baseline.dev/previous-values": '{"automountServiceAccountToken":null}'},
+        },
         "automountServiceAccountToken": False,
     }
     assert create.finding.reason is Reason.MISSING
@@ -311,3 +329,119 @@ def test_a_valid_baseline_still_prunes_its_own_objects_beside_an_invalid_one() -
     assert deleted == ["baseline-limits", "baseline-quota", "baseline-team"]
     # Whose Pod Security labels are these? With an invalid baseline about, they stay.
     assert not [a for a in plan.actions if isinstance(a, Apply) and a.body["kind"] == "Namespace"]
+
+
+# -- the floor: nothing released by a failed build, nothing weaker after a release, writes in order ------
+
+TEAM = {
+    **FULL,
+    "namespaceSelector": {"matchLabels": {"tier": "prod"}},
+    "rbac": {
+        "roleBindings": [
+            {
+                "name": "team",
+                "clusterRole": "view",
+                "subjects": [{"kind": "Group", "name": "team-${label:team}"}],
+            }
+        ]
+    },
+}
+
+
+def test_a_build_that_fails_after_convergence_keeps_every_object_and_field_and_says_why() -> None:
+    base = baseline("org", TEAM)
+    objects, ns, sa = converged(namespace(labels={"tier": "prod", "team": "a"}), base)
+    assert ns.labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    without_team = dataclasses.replace(ns, labels={k: v for k, v in ns.labels.items() if k != "team"})
+    plan = plan_namespace(view(without_team, [base], objects, sa), POLICY)
+    assert plan.actions == ()  # no delete, no release of the Pod Security labels or the token setting
+    [problem] = plan.outcomes["org"].problems
+    assert problem.reason is Reason.PLACEHOLDER
+    assert "team" in problem.message
+
+
+def test_while_one_baseline_cannot_be_built_another_ones_namespace_apply_keeps_its_labels() -> None:
+    # `org` (Pod Security, a placeholder) fails; `net` still marks the namespace: that apply must not drop
+    # the labels `org` set.
+    org = baseline("org", TEAM)
+    net = baseline("net", {"namespaceSelector": {"matchLabels": {"tier": "prod"}}, "networkPolicy": {}})
+    objects, ns, sa = converged(namespace(labels={"tier": "prod", "team": "a"}), org)
+    without_team = dataclasses.replace(ns, labels={k: v for k, v in ns.labels.items() if k != "team"})
+    plan = plan_namespace(view(without_team, [org, net], objects, sa), POLICY)
+    for action in plan.actions:
+        assert isinstance(action, Apply)
+        if action.body["kind"] == "Namespace":
+            assert action.body["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_an_enforce_baseline_marks_the_namespace_and_an_audit_one_does_not() -> None:
+    plan = plan_namespace(view(namespace(), [baseline("net", {"networkPolicy": {}})]), POLICY)
+    [mark] = [a for a in plan.actions if isinstance(a, Apply) and a.body["kind"] == "Namespace"]
+    assert mark.body["metadata"]["labels"] == {"baseline.dev/enforced": "true"}
+    audit = baseline("org", {**FULL, "mode": "Audit"})
+    plan = plan_namespace(view(namespace(), [audit]), POLICY)
+    assert plan.actions == ()
+
+
+def test_an_admins_pod_security_level_is_recorded_at_takeover_and_given_back_on_release() -> None:
+    base = baseline("org", FULL)
+    before = dataclasses.replace(
+        namespace(labels={"pod-security.kubernetes.io/enforce": "baseline"}),
+        field_owners={("metadata", "labels", "pod-security.kubernetes.io/enforce"): "kubectl-label"},
+    )
+    plan = plan_namespace(view(before, [base]), POLICY)
+    [apply] = [a for a in plan.actions if isinstance(a, Apply) and a.body["kind"] == "Namespace"]
+    record = json.loads(apply.body["metadata"]["annotations"]["baseline.dev/previous-values"])
+    assert record["pod-security.kubernetes.io/enforce"] == {"value": "baseline", "manager": "kubectl-label"}
+    # Converged, then the baseline no longer selects it: give back first, then let go.
+    after = ObservedNamespace(
+        name=before.name,
+        uid=before.uid,
+        labels={**before.labels, **apply.body["metadata"]["labels"]},
+        terminating=False,
+        owned=frozenset(
+            ("metadata", field, key)
+            for field in ("labels", "annotations")
+            for key in apply.body["metadata"][field]
+        ),
+        previous_values=apply.body["metadata"]["annotations"]["baseline.dev/previous-values"],
+    )
+    plan = plan_namespace(view(after, []), POLICY)
+    give_back, release = plan.actions
+    assert isinstance(give_back, Apply)
+    assert give_back.field_manager == "kubectl-label"
+    assert give_back.body["metadata"]["labels"] == {"pod-security.kubernetes.io/enforce": "baseline"}
+    assert give_back.body["metadata"]["uid"] == after.uid
+    assert isinstance(release, Apply)
+    assert release.field_manager == "baseline-operator"
+    assert "labels" not in release.body["metadata"]
+    assert stage_of(give_back) < stage_of(release)
+
+
+def test_writes_come_in_stages_allows_before_the_deny_and_the_deny_deleted_before_the_allows() -> None:
+    base = baseline("org", FULL)
+    plan = plan_namespace(view(namespace(), [base]), POLICY)
+    names = [a.body["metadata"]["name"] for a in plan.actions if isinstance(a, Apply)]
+    assert names.index("baseline-allow-dns") < names.index("baseline-default-deny")
+    assert names[-1] == "baseline-default-deny"
+    assert stage_of(plan.actions[-1]) is Stage.DENY
+    objects, ns, sa = converged(namespace(), base)
+    plan = plan_namespace(view(ns, [], objects, sa), POLICY)
+    deletes = [a for a in plan.actions if isinstance(a, Delete)]
+    assert deletes[0].name == "baseline-default-deny"
+    assert [stage_of(a) for a in plan.actions] == sorted(stage_of(a) for a in plan.actions)
+
+
+def test_every_repair_of_an_existing_object_carries_its_uid() -> None:
+    base = baseline("org", FULL)
+    objects, ns, sa = converged(namespace(), base)
+    deny = next(o for o in objects if o.name == "baseline-default-deny")
+    emptied = {**deny.body, "spec": {"podSelector": {}, "policyTypes": []}}
+    tampered = ObservedObject.from_body(
+        deny.kind, deny.namespace, deny.name, deny.uid, emptied, owned=deny.owned
+    )
+    objects = [o for o in objects if o.name != deny.name] + [tampered]
+    [repair] = plan_namespace(view(ns, [base], objects, sa), POLICY).actions
+    assert isinstance(repair, Apply)
+    assert repair.body["metadata"]["uid"] == deny.uid
+    assert restores_isolation(repair.finding)

@@ -21,6 +21,11 @@ MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE: Final = "baseline-operator"
 BASELINE_LABEL: Final = "baseline.dev/baseline"
 SECTION_LABEL: Final = "baseline.dev/section"
+# On a Namespace: an Enforce baseline selects it. Admission protection (manifests/admission) keys on it:
+# the Pod Security labels and the labels the baselines select by may then change only through the
+# operator.
+ENFORCED_LABEL: Final = "baseline.dev/enforced"
+ENFORCED_VALUE: Final = "true"
 # Every object the operator names itself starts with this.
 NAME_PREFIX: Final = "baseline-"
 OWNER_API_VERSION: Final = "baseline.dev/v1alpha1"

@@ -8,6 +8,8 @@ kubectl=$PWD/.dev/bin/kubectl
 echo "==> installing the SecurityBaseline CRD"
 $kubectl apply --server-side -f crds/securitybaseline.yaml
 $kubectl wait --for=condition=Established crd/securitybaselines.baseline.dev --timeout=60s
+# The operator's own namespace: never selected, and where it publishes the label keys admission protection reads.
+$kubectl create namespace baseline-system --dry-run=client -o yaml | $kubectl apply -f -
 echo "==> demo namespaces and sample baselines (manifests/samples/)"
 $kubectl apply -f manifests/samples/demo-namespaces.yaml
 $kubectl apply -f manifests/samples/org-baseline.yaml -f manifests/samples/team-quota.yaml

@@ -39,19 +39,29 @@ class DenyWatch:
 
     def _run(self, api: client.ApiClient, namespace: str) -> None:
         networking = client.NetworkingV1Api(api)
-        for event in self._watch.stream(
-            networking.list_namespaced_network_policy,
-            namespace,
-            field_selector=f"metadata.name={DENY}",
-            timeout_seconds=300,
-            _request_timeout=310,
-        ):
-            body = api.sanitize_for_serialization(event["object"])
-            self.events.append((time.monotonic(), event["type"], body))
-            if self._stop.is_set():
-                break
+        try:
+            for event in self._watch.stream(
+                networking.list_namespaced_network_policy,
+                namespace,
+                field_selector=f"metadata.name={DENY}",
+                timeout_seconds=300,
+                _request_timeout=310,
+            ):
+                body = api.sanitize_for_serialization(event["object"])
+                self.events.append((time.monotonic(), event["type"], body))
+                if self._stop.is_set():
+                    break
+        except Exception:
+            if not self._stop.is_set():  # a stopped watch's connection may end any way it likes
+                raise
 
-    def stop(self) -> None:
+    def stop(self, closed: Callable[[dict[str, Any] | None], bool]) -> None:
+        """Stop once the watch has seen the deny closed again (its last event may still be on its way)."""
+        eventually(
+            lambda: self.events and closed(None if self.events[-1][1] == "DELETED" else self.events[-1][2]),
+            timeout=10,
+            what="the watch saw the deny back",
+        )
         self._stop.set()
         self._watch.stop()
 
@@ -122,7 +132,7 @@ def test_a_delete_loop_gets_the_default_deny_back_every_time_and_never_pauses_th
             time.sleep(0.5)
         eventually(lambda: full_deny(_body(api, present(kube, namespace))), timeout=10, what="the deny back")
     finally:
-        watcher.stop()
+        watcher.stop(full_deny)
     assert time.monotonic() - started < 60  # 30 deletions within a minute: a fight, by the old rules
     gaps = watcher.exposures(full_deny)
     assert len(gaps) == 30
@@ -156,7 +166,7 @@ def test_a_patch_loop_that_empties_the_deny_is_repaired_every_time(
             time.sleep(0.5)
         eventually(lambda: full_deny(_body(api, present(kube, namespace))), timeout=10, what="repaired")
     finally:
-        watcher.stop()
+        watcher.stop(full_deny)
     gaps = watcher.exposures(full_deny)
     assert len(gaps) == 30
     print(f"30 patches: without the full deny at most {max(gaps):.3f} s, median {_median(gaps):.3f} s")  # noqa: T201

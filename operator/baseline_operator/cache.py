@@ -26,9 +26,11 @@ from baseline_operator.observed import (
     ObservedBaseline,
     ObservedNamespace,
     ObservedObject,
+    ObservedPolicy,
     observe_baseline,
     observe_namespace,
     observe_object,
+    observe_policy,
 )
 
 if TYPE_CHECKING:
@@ -48,7 +50,7 @@ WATCHED_KINDS = (
 )
 _FILL_RETRY_SECONDS = 2.0
 
-Record = TypeVar("Record", ObservedNamespace, ObservedBaseline, ObservedObject)
+Record = TypeVar("Record", ObservedNamespace, ObservedBaseline, ObservedObject, ObservedPolicy)
 
 
 def is_candidate(name: str, labels: Mapping[str, str]) -> bool:
@@ -112,6 +114,8 @@ class ClusterCache:
         self._baselines: _Store[ObservedBaseline] = _Store()
         self._accounts: _Store[ObservedObject] = _Store()
         self._objects: dict[kube.Kind, _Store[ObservedObject]] = {kind: _Store() for kind in MANAGED_KINDS}
+        # Everyone else's NetworkPolicies, as lean records: which pods they isolate for egress, and where to.
+        self._policies: _Store[ObservedPolicy] = _Store()
         self._roles: dict[str, str] = {}
         self.listed_versions: dict[kube.Kind, str] = {}
         """The resource version of each kind's list that filled the cache: where its watch starts."""
@@ -135,6 +139,10 @@ class ClusterCache:
 
     def default_service_account(self, namespace: str) -> ObservedObject | None:
         return self._accounts.one(namespace)
+
+    def policies(self, namespace: str) -> list[ObservedPolicy]:
+        """The namespace's NetworkPolicies that are not the operator's."""
+        return list(self._policies.under(namespace))
 
     def cluster_roles(self) -> frozenset[str]:
         return frozenset(self._roles)
@@ -164,9 +172,18 @@ class ClusterCache:
             return not known
         if kind == kube.SERVICE_ACCOUNT:
             return name == DEFAULT_SERVICE_ACCOUNT and self._accounts.put(namespace, observe_object(body))
-        if is_candidate(name, metadata.get("labels") or {}):
-            return self._objects[kind].put(namespace, observe_object(body))
-        return self._objects[kind].discard(namespace, uid)
+        return self._observe_namespaced(kind, namespace, uid, body)
+
+    def _observe_namespaced(self, kind: kube.Kind, namespace: str, uid: str, body: Mapping[str, Any]) -> bool:
+        """An object of a managed kind: a candidate of ours, or (a NetworkPolicy) someone else's."""
+        metadata = body.get("metadata") or {}
+        if is_candidate(metadata.get("name", ""), metadata.get("labels") or {}):
+            left_users = kind == kube.NETWORK_POLICY and self._policies.discard(namespace, uid)
+            return self._objects[kind].put(namespace, observe_object(body)) or left_users
+        left_ours = self._objects[kind].discard(namespace, uid)
+        if kind == kube.NETWORK_POLICY:
+            return self._policies.put(namespace, observe_policy(body)) or left_ours
+        return left_ours
 
     def forget(self, kind: kube.Kind, body: Mapping[str, Any]) -> bool:
         """Drop a deleted object, by uid (a new one may hold its name already); whether it was kept."""
@@ -187,7 +204,8 @@ class ClusterCache:
             return True
         if kind == kube.SERVICE_ACCOUNT:
             return self._accounts.discard(namespace, uid)
-        return self._objects[kind].discard(namespace, uid)
+        users = kind == kube.NETWORK_POLICY and self._policies.discard(namespace, uid)
+        return self._objects[kind].discard(namespace, uid) or users
 
     async def fill(self, api: kube.KubeApi) -> None:
         """List every watched kind into the cache, asking again every 2 s while the API fails to answer."""
@@ -203,10 +221,11 @@ class ClusterCache:
                 self.observe(kind, item)
             self.listed_versions[kind] = listing.resource_version
         logger.info(
-            "cache filled: %d namespaces, %d baselines, %d managed candidates",
+            "cache filled: %d namespaces, %d baselines, %d managed candidates, %d other NetworkPolicies",
             len(self._namespaces.keys()),
             len(self.baselines()),
             sum(len(store.uids()) for store in self._objects.values()),
+            len(self._policies.uids()),
         )
 
     # --- Resync after a watch gap ---
@@ -228,12 +247,12 @@ class ClusterCache:
             kube.SERVICE_ACCOUNT: self._accounts,
             **self._objects,
         }
-        cached = {kind: store.uids() for kind, store in stores.items()}
+        cached = {uid for store in [*stores.values(), self._policies] for uid in store.uids()}
         listed: set[str] = set()
         for kind in stores:
             listed.update(item["metadata"]["uid"] for item in (await _list(api, kind)).items)
-        gone = {uid for uids in cached.values() for uid in uids} - listed
-        for store in stores.values():
+        gone = cached - listed
+        for store in [*stores.values(), self._policies]:
             store.discard_uids(gone)
         return gone
 

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
     from baseline_operator.handlers import OperatorContext
     from baseline_operator.leader import ElectionSettings, LeaderElector
+    from baseline_operator.observed import ObservedPolicy
+    from baseline_operator.spec import BaselineSpec
 
 _DEFAULT_ALLOWED_ROLES = "view,edit"
 
@@ -136,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("-f", "--file", type=Path, required=True, help="a SecurityBaseline YAML file")
     render.add_argument("--namespace", required=True, help="the namespace to render for")
     render.add_argument("--labels", default="", help="the namespace's labels, k=v,k2=v2")
+    render.add_argument(
+        "--policies",
+        type=Path,
+        help="the namespace's own NetworkPolicies (YAML, several documents or a List): the metadata block "
+        "leaves the pods their egress policies select alone; policies that open a metadata API are listed",
+    )
     render.set_defaults(func=cmd_render)
     return parser
 
@@ -282,20 +290,11 @@ def _parse_labels(text: str) -> dict[str, str]:
 def cmd_render(args: argparse.Namespace) -> int:
     from baseline_operator.builders import BuildContext, BuildError, build_all  # noqa: PLC0415
     from baseline_operator.selection import protected_namespaces, selects  # noqa: PLC0415
-    from baseline_operator.spec import BaselineRef, NamespaceInfo, Section, SpecError, parse_spec  # noqa: PLC0415
+    from baseline_operator.spec import BaselineRef, NamespaceInfo, Section  # noqa: PLC0415
 
     try:
-        document: Any = yaml.safe_load(args.file.read_text())
-        labels = _parse_labels(args.labels)
-    except (OSError, yaml.YAMLError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    if not isinstance(document, dict) or document.get("kind") != "SecurityBaseline":
-        print(f"error: {args.file} is not a SecurityBaseline", file=sys.stderr)
-        return 1
-    try:
-        spec = parse_spec(document.get("spec") or {})
-    except SpecError as error:
+        document, spec, labels, policies = _render_inputs(args)
+    except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     name = str(document.get("metadata", {}).get("name", "baseline"))
@@ -308,15 +307,77 @@ def cmd_render(args: argparse.Namespace) -> int:
         )
         return 0
     context = BuildContext(
-        baseline=BaselineRef(name=name, uid="<uid of the SecurityBaseline>"), namespace=namespace
+        baseline=BaselineRef(name=name, uid="<uid of the SecurityBaseline>"),
+        namespace=namespace,
+        other_egress_selectors=tuple(policy.pod_selector for policy in policies if policy.egress is not None),
     )
     try:
         objects = build_all(spec, context, [section for section in Section if spec.section(section)])
     except BuildError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    _warn_metadata_openings(spec, policies)
     sys.stdout.write(yaml.safe_dump_all(objects, sort_keys=False))
     return 0
+
+
+def _render_inputs(
+    args: argparse.Namespace,
+) -> tuple[dict[str, Any], BaselineSpec, dict[str, str], list[ObservedPolicy]]:
+    """The baseline, its spec, the namespace's labels and its policies; ValueError says what is wrong."""
+    from baseline_operator.spec import SpecError, parse_spec  # noqa: PLC0415
+
+    try:
+        document: Any = yaml.safe_load(args.file.read_text())
+        labels = _parse_labels(args.labels)
+    except (OSError, yaml.YAMLError) as error:
+        raise ValueError(str(error)) from None
+    if not isinstance(document, dict) or document.get("kind") != "SecurityBaseline":
+        raise ValueError(f"{args.file} is not a SecurityBaseline")
+    try:
+        spec = parse_spec(document.get("spec") or {})
+    except SpecError as error:
+        raise ValueError(str(error)) from None
+    try:
+        policies = _read_policies(args.policies, args.namespace) if args.policies else []
+    except (OSError, yaml.YAMLError, ValueError) as error:
+        raise ValueError(f"{args.policies}: {error}") from None
+    return document, spec, labels, policies
+
+
+def _read_policies(path: Path, namespace: str) -> list[ObservedPolicy]:
+    """The NetworkPolicies of a YAML file that are not the operator's, as the operator observes them."""
+    from baseline_operator.builders.common import MANAGED_BY_LABEL, MANAGED_BY_VALUE  # noqa: PLC0415
+    from baseline_operator.observed import observe_policy  # noqa: PLC0415
+
+    found: list[ObservedPolicy] = []
+    for document in yaml.safe_load_all(path.read_text()):
+        is_list = isinstance(document, dict) and document.get("kind") == "List"
+        items = (document.get("items") or []) if is_list else [document]
+        for item in items:
+            if not isinstance(item, dict) or item.get("kind") != "NetworkPolicy":
+                continue
+            metadata = item.setdefault("metadata", {})
+            if (metadata.get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE:
+                continue
+            metadata.setdefault("namespace", namespace)
+            found.append(observe_policy(item))
+    return found
+
+
+def _warn_metadata_openings(spec: BaselineSpec, policies: list[ObservedPolicy]) -> None:
+    from baseline_operator.builders import metadata_cidrs  # noqa: PLC0415
+    from baseline_operator.metadata_audit import metadata_openings  # noqa: PLC0415
+
+    settings = spec.network_policy
+    if settings is None or not settings.metadata_api.block:
+        return
+    blocked = metadata_cidrs(settings.metadata_api.providers, settings.metadata_api.extra_cidrs)
+    for opening in metadata_openings(policies, [*blocked.ipv4, *blocked.ipv6]):
+        print(
+            f"# warning: {opening.describe()}: cloud metadata APIs; the baseline cannot take that away",
+            file=sys.stderr,
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Mapping
 
     from baseline_operator.fights import Key
-    from baseline_operator.observed import ObservedBaseline, ObservedNamespace, ObservedObject
+    from baseline_operator.observed import ObservedBaseline, ObservedNamespace, ObservedObject, ObservedPolicy
     from baseline_operator.planner import Action, Finding, NamespacePlan
 
 logger = logging.getLogger("baseline_operator.engine")
@@ -74,6 +74,7 @@ class ClusterView(Protocol):
     def baselines(self) -> list[ObservedBaseline]: ...
     def objects(self, namespace: str) -> list[ObservedObject]: ...
     def default_service_account(self, namespace: str) -> ObservedObject | None: ...
+    def policies(self, namespace: str) -> list[ObservedPolicy]: ...
     def cluster_roles(self) -> frozenset[str]: ...
 
 
@@ -250,6 +251,7 @@ class Engine:
                 ("ServiceAccount", name, "default"), self.view.default_service_account(name)
             ),
             cluster_roles=self.view.cluster_roles(),
+            policies=self.view.policies(name),
         )
 
     @property
@@ -478,6 +480,7 @@ class Engine:
             if baseline not in plan.outcomes and results.pop(plan.namespace, None) is not None:
                 self._dirty_baselines.add(baseline)
                 self.metrics.drifted(baseline, plan.namespace, {})
+                self.metrics.metadata_openings(baseline, plan.namespace, 0)
         fighting: dict[str, list[ProblemEntry]] = {}
         for action, fight in held:
             fighting.setdefault(action.baseline, []).append(
@@ -493,6 +496,8 @@ class Engine:
                 per_namespace[plan.namespace] = result
                 self._dirty_baselines.add(baseline)
                 self.metrics.drifted(baseline, plan.namespace, _drifted_by_kind(result))
+                openings = sum(entry.reason == Reason.METADATA_REACHABLE.value for entry in result.problems)
+                self.metrics.metadata_openings(baseline, plan.namespace, openings)
 
     def _fights_in(self, namespace: str, now: float) -> dict[str, list[str]]:
         """Per baseline, the fights over objects of this namespace; wake up when one changes state."""

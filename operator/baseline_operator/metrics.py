@@ -60,6 +60,14 @@ class MetricsRecorder:
             drifted_labels,
             registry=registry,
         )
+        self.metadata_reachable = Gauge(
+            f"{PREFIX}_metadata_reachable",
+            "NetworkPolicies of a namespace's own that let the pods they select reach a cloud metadata API "
+            "the baseline blocks (NetworkPolicies only add: the baseline cannot take that away).",
+            ["baseline", "namespace"],
+            registry=registry,
+        )
+        self._reachable: dict[tuple[str, str], int] = {}
         self.drift_detected = Counter(
             f"{PREFIX}_drift_detected",
             "Drift found on managed objects (reason: Missing, Modified, Unexpected).",
@@ -163,14 +171,30 @@ class MetricsRecorder:
                 )
                 self.drifted_objects.labels(baseline, kind).set(total)
 
+    def metadata_openings(self, baseline: str, namespace: str, count: int) -> None:
+        """How many of a namespace's own egress policies open a metadata API now."""
+        key = (baseline, namespace)
+        if self._reachable.get(key, 0) == count:
+            return
+        if count:
+            self._reachable[key] = count
+            self.metadata_reachable.labels(baseline, namespace).set(count)
+        else:
+            self._reachable.pop(key, None)
+            self._remove(self.metadata_reachable, baseline, namespace)
+
     def forget_namespace(self, namespace: str) -> None:
         for baseline, name in [key for key in self._drifted if key[1] == namespace]:
             self.drifted(baseline, name, {})
+        for baseline, name in [key for key in self._reachable if key[1] == namespace]:
+            self.metadata_openings(baseline, name, 0)
 
     def forget_baseline(self, baseline: str) -> None:
         """Remove every series of a deleted baseline."""
         for name, namespace in [key for key in self._drifted if key[0] == baseline]:
             self.drifted(name, namespace, {})
+        for name, namespace in [key for key in self._reachable if key[0] == baseline]:
+            self.metadata_openings(name, namespace, 0)
         for state in State:
             self._remove(self.namespaces, baseline, state.value)
         self._remove(self.baseline_ready, baseline)

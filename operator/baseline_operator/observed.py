@@ -14,9 +14,10 @@ we own are shared between objects, since objects built alike are owned alike.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from baseline_operator.builders.common import (
     BASELINE_LABEL,
@@ -25,11 +26,9 @@ from baseline_operator.builders.common import (
     MANAGED_BY_VALUE,
 )
 from baseline_operator.compare import ManagerEntry, Path, field_owners, managers, owned_paths
-from baseline_operator.spec import BaselineSpec, NamespaceInfo, SpecError, parse_spec
+from baseline_operator.label_selectors import selector_from_json
+from baseline_operator.spec import BaselineSpec, LabelSelector, NamespaceInfo, SpecError, parse_spec
 from baseline_operator.takeover import PREVIOUS_VALUES_ANNOTATION, field_path, tracked_fields
-
-if TYPE_CHECKING:
-    from collections.abc import Mapping
 
 _DROPPED_KEYS = frozenset({"status"})
 # What every apply names; owning only these means owning nothing of the object's content.
@@ -282,3 +281,81 @@ def observe_baseline(body: Mapping[str, Any]) -> ObservedBaseline:
         status=_frozen(thaw(body.get("status") or {})),
         resource_version=str(metadata.get("resourceVersion", "")),
     )
+
+
+@dataclass(frozen=True)
+class PortSpan:
+    """Ports an egress rule allows: one protocol, a port, a range, a named port, or all its ports."""
+
+    protocol: str = "TCP"
+    start: int | None = None
+    """None: every port of the protocol (or a named port, see `named`)."""
+    end: int | None = None
+    named: str | None = None
+
+
+@dataclass(frozen=True)
+class EgressRule:
+    """What one egress rule of a user's NetworkPolicy allows that could be a metadata address."""
+
+    everywhere: bool
+    """No `to`: every destination."""
+    ip_blocks: tuple[tuple[str, tuple[str, ...]], ...]
+    """(cidr, except) of each ipBlock peer; pod and namespace peers never reach a metadata address."""
+    ports: tuple[PortSpan, ...]
+    """Empty: every port and protocol."""
+
+
+@dataclass(frozen=True)
+class ObservedPolicy:
+    """A NetworkPolicy that is not the operator's: only which pods it isolates for egress, and where to.
+
+    The metadata block must never select a pod another egress policy selects (it would open what that
+    policy closed), and the audit reports policies that open a metadata address: that is all we keep.
+    """
+
+    namespace: str
+    name: str
+    uid: str
+    pod_selector: LabelSelector
+    egress: tuple[EgressRule, ...] | None
+    """None when the policy does not isolate egress (not in its policyTypes)."""
+    resource_version: str = ""
+
+
+def observe_policy(body: Mapping[str, Any]) -> ObservedPolicy:
+    metadata = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    egress: tuple[EgressRule, ...] | None = None
+    if "Egress" in (spec.get("policyTypes") or ()):
+        egress = tuple(_egress_rule(rule or {}) for rule in spec.get("egress") or ())
+    return ObservedPolicy(
+        namespace=str(metadata.get("namespace", "")),
+        name=str(metadata.get("name", "")),
+        uid=str(metadata.get("uid", "")),
+        pod_selector=selector_from_json(spec.get("podSelector")),
+        egress=egress,
+        resource_version=str(metadata.get("resourceVersion", "")),
+    )
+
+
+def _egress_rule(rule: Mapping[str, Any]) -> EgressRule:
+    peers = rule.get("to") or []
+    blocks = tuple(
+        (str(peer["ipBlock"].get("cidr", "")), tuple(map(str, peer["ipBlock"].get("except") or ())))
+        for peer in peers
+        if isinstance(peer, Mapping) and isinstance(peer.get("ipBlock"), Mapping)
+    )
+    ports = tuple(_port_span(port or {}) for port in rule.get("ports") or ())
+    return EgressRule(everywhere=not peers, ip_blocks=blocks, ports=ports)
+
+
+def _port_span(port: Mapping[str, Any]) -> PortSpan:
+    protocol = str(port.get("protocol") or "TCP")
+    value = port.get("port")
+    if isinstance(value, str):
+        return PortSpan(protocol, named=value)
+    if value is None:
+        return PortSpan(protocol)
+    end = port.get("endPort")
+    return PortSpan(protocol, int(value), int(end) if end is not None else None)

@@ -37,11 +37,18 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING, Any
 
-from baseline_operator.builders import BuildContext, BuildError, PlaceholderError, build_section
+from baseline_operator.builders import (
+    BuildContext,
+    BuildError,
+    PlaceholderError,
+    build_section,
+    metadata_cidrs,
+)
 from baseline_operator.builders.common import ENFORCED_LABEL, ENFORCED_VALUE, FIELD_MANAGER, SECTION_LABEL
 from baseline_operator.builders.network_policy import BLOCK_METADATA_NAME, DEFAULT_DENY_NAME
 from baseline_operator.builders.pod_security import POD_SECURITY_LABEL_PREFIX
 from baseline_operator.compare import FieldDifference, ManagerEntry, differences, last_writer_other_than
+from baseline_operator.metadata_audit import metadata_openings
 from baseline_operator.quantity import parse_quantity
 from baseline_operator.selection import SectionAssignment, assign_sections, precedence, selects
 from baseline_operator.spec import BaselineRef, Mode, Section
@@ -51,7 +58,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
     from baseline_operator.compare import Path
-    from baseline_operator.observed import ObservedBaseline, ObservedNamespace, ObservedObject
+    from baseline_operator.observed import ObservedBaseline, ObservedNamespace, ObservedObject, ObservedPolicy
+    from baseline_operator.spec import NetworkPolicySpec
 
 _MAX_FIELDS_PER_FINDING = 10
 
@@ -69,13 +77,14 @@ class Reason(StrEnum):
     PLACEHOLDER = "PlaceholderUnresolved"
     NAME_TAKEN = "NameTaken"
     QUOTA_BELOW_USAGE = "QuotaBelowUsage"
+    METADATA_REACHABLE = "MetadataReachable"
     FORBIDDEN = "Forbidden"
     INVALID = "Invalid"
     API_ERROR = "ApiError"
 
 
 # Problems worth reporting that do not stop a baseline from applying its other sections.
-NON_BLOCKING = frozenset({Reason.CONFLICT, Reason.QUOTA_BELOW_USAGE})
+NON_BLOCKING = frozenset({Reason.CONFLICT, Reason.QUOTA_BELOW_USAGE, Reason.METADATA_REACHABLE})
 
 
 @dataclass(frozen=True)
@@ -184,7 +193,7 @@ def restores_isolation(finding: Finding) -> bool:
     ServiceAccount's token setting. A tenant deleting or emptying them in a loop gets them back every time.
     """
     if finding.kind == "NetworkPolicy":
-        return finding.name in {DEFAULT_DENY_NAME, BLOCK_METADATA_NAME}
+        return finding.name == DEFAULT_DENY_NAME or finding.name.startswith(BLOCK_METADATA_NAME)
     return finding.kind in {"Namespace", "ServiceAccount"}
 
 
@@ -219,6 +228,8 @@ class NamespaceView:
     objects: Sequence[ObservedObject]
     default_service_account: ObservedObject | None
     cluster_roles: frozenset[str]
+    policies: Sequence[ObservedPolicy] = ()
+    """The namespace's NetworkPolicies that are not ours."""
 
 
 @dataclass(frozen=True)
@@ -269,7 +280,6 @@ def plan_namespace(view: NamespaceView, policy: Policy) -> NamespacePlan:
     desired, failed = _desired_objects(
         selecting=selecting,
         assignments=assignments,
-        namespace=namespace,
         view=view,
         policy=policy,
         outcomes=outcomes,
@@ -354,7 +364,6 @@ def _desired_objects(
     *,
     selecting: Sequence[ObservedBaseline],
     assignments: Mapping[Section, SectionAssignment],
-    namespace: ObservedNamespace,
     view: NamespaceView,
     policy: Policy,
     outcomes: Mapping[str, BaselineOutcome],
@@ -365,14 +374,7 @@ def _desired_objects(
     for baseline in selecting:
         won = [section for section, assignment in assignments.items() if assignment.winner is baseline]
         outcomes[baseline.name].sections = tuple(won)
-        built = _build(
-            baseline,
-            sections=won,
-            namespace=namespace,
-            cluster_roles=view.cluster_roles,
-            policy=policy,
-            outcome=outcomes[baseline.name],
-        )
+        built = _build(baseline, sections=won, view=view, policy=policy, outcome=outcomes[baseline.name])
         if built is None:
             failed.add(baseline.name)
             continue
@@ -560,14 +562,19 @@ def _build(
     baseline: ObservedBaseline,
     *,
     sections: Sequence[Section],
-    namespace: ObservedNamespace,
-    cluster_roles: frozenset[str],
+    view: NamespaceView,
     policy: Policy,
     outcome: BaselineOutcome,
 ) -> list[tuple[Section, dict[str, Any]]] | None:
     """Every object the baseline wants here, or None (and problems) if any of them cannot be built."""
     assert baseline.spec is not None  # noqa: S101 - only selecting baselines, which have a spec, come here
-    context = BuildContext(baseline=BaselineRef(baseline.name, baseline.uid), namespace=namespace.info)
+    assert view.namespace is not None  # noqa: S101 - only existing namespaces are planned
+    namespace = view.namespace
+    context = BuildContext(
+        baseline=BaselineRef(baseline.name, baseline.uid),
+        namespace=namespace.info,
+        other_egress_selectors=tuple(p.pod_selector for p in view.policies if p.egress is not None),
+    )
     built: list[tuple[Section, dict[str, Any]]] = []
     for section in sections:
         try:
@@ -577,11 +584,33 @@ def _build(
             outcome.problems.append(Problem(namespace.name, section.value, reason, str(error)))
             continue
         for body in bodies:
-            problem = _role_problem(body, namespace.name, section, cluster_roles, policy)
+            problem = _role_problem(body, namespace.name, section, view.cluster_roles, policy)
             if problem is not None:
                 outcome.problems.append(problem)
         built += [(section, body) for body in bodies]
+        if section is Section.NETWORK_POLICY and baseline.spec.network_policy is not None:
+            outcome.problems += _metadata_reachable(baseline.spec.network_policy, view)
     return None if outcome.failed else built
+
+
+def _metadata_reachable(spec: NetworkPolicySpec, view: NamespaceView) -> list[Problem]:
+    """The namespace's own egress policies that open a metadata address the baseline blocks."""
+    metadata = spec.metadata_api
+    if not metadata.block:
+        return []
+    blocked = metadata_cidrs(metadata.providers, metadata.extra_cidrs)
+    return [
+        Problem(
+            view.name,
+            Section.NETWORK_POLICY.value,
+            Reason.METADATA_REACHABLE,
+            f"{opening.describe()}: cloud metadata APIs, which the baseline blocks; NetworkPolicies only "
+            "add, so the baseline cannot take that away: list them in the rule's `except`",
+            "NetworkPolicy",
+            opening.policy,
+        )
+        for opening in metadata_openings(view.policies, [*blocked.ipv4, *blocked.ipv6])
+    ]
 
 
 def _role_problem(

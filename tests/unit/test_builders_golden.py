@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from baseline_operator.builders import BuildContext, build_all
+from baseline_operator.label_selectors import selector_from_json
 from baseline_operator.spec import BaselineRef, NamespaceInfo, Section, parse_spec
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -33,6 +34,7 @@ REQUIRED_CASES = {
     "pod-security-version",
     "audit-mode",
     "gke-cloud-dns",
+    "metadata-block-beside-user-egress-policies",
 }
 
 
@@ -42,6 +44,10 @@ def render(case: str) -> list[dict[str, Any]]:
     context = BuildContext(
         baseline=BaselineRef(**case_input["baseline"]),
         namespace=NamespaceInfo(case_input["namespace"]["name"], case_input["namespace"].get("labels") or {}),
+        # The pod selectors of the namespace's own egress policies (the metadata block leaves those pods out).
+        other_egress_selectors=tuple(
+            selector_from_json(selector) for selector in case_input.get("otherEgressPodSelectors") or ()
+        ),
     )
     sections = [Section(name) for name in case_input.get("sections", spec.sections)]
     return build_all(spec, context, sections)

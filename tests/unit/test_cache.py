@@ -49,8 +49,29 @@ def test_objects_of_a_managed_kind_are_kept_only_when_they_could_be_ours() -> No
     assert cache.observe(kube.NETWORK_POLICY, body(kube.NETWORK_POLICY, "deny", "1", "team", OURS))
     # Someone else's object under one of our names: kept, so that the planner reports the clash.
     assert cache.observe(kube.NETWORK_POLICY, body(kube.NETWORK_POLICY, "baseline-deny-ingress", "2", "team"))
-    assert not cache.observe(kube.NETWORK_POLICY, body(kube.NETWORK_POLICY, "allow-web", "3", "team"))
+    assert not cache.observe(kube.LIMIT_RANGE, body(kube.LIMIT_RANGE, "limits", "3", "team"))
     assert names(cache, "team") == {"deny", "baseline-deny-ingress"}
+
+
+def test_other_network_policies_are_kept_as_lean_records_for_the_metadata_block() -> None:
+    # The block must never select pods that a user's egress policy restricts: the view needs those.
+    cache = ClusterCache()
+    policy = body(kube.NETWORK_POLICY, "allow-web", "3", "team")
+    policy["spec"] = {
+        "podSelector": {"matchLabels": {"app": "db"}},
+        "policyTypes": ["Egress"],
+        "egress": [{}],
+    }
+    assert cache.observe(kube.NETWORK_POLICY, policy)
+    [kept] = cache.policies("team")
+    assert kept.pod_selector.match_labels == {"app": "db"}
+    assert kept.egress is not None
+    assert names(cache, "team") == set()
+    # Relabelled as ours: it moves over.
+    policy["metadata"]["labels"] = OURS
+    assert cache.observe(kube.NETWORK_POLICY, policy)
+    assert cache.policies("team") == []
+    assert cache.forget(kube.NETWORK_POLICY, policy)
 
 
 def test_an_object_relabelled_away_from_us_leaves_the_view() -> None:

@@ -7,7 +7,7 @@ import json
 
 from cluster_records import FULL, POLICY, ROLES, account, baseline, converged, namespace, view
 
-from baseline_operator.observed import ObservedBaseline, ObservedNamespace, ObservedObject
+from baseline_operator.observed import ObservedBaseline, ObservedNamespace, ObservedObject, observe_policy
 from baseline_operator.planner import (
     Apply,
     Delete,
@@ -445,3 +445,47 @@ def test_every_repair_of_an_existing_object_carries_its_uid() -> None:
     assert isinstance(repair, Apply)
     assert repair.body["metadata"]["uid"] == deny.uid
     assert restores_isolation(repair.finding)
+
+
+def test_egress_policies_of_the_namespace_shape_the_block_and_one_opening_the_metadata_api_is_reported() -> (
+    None
+):
+    open_egress = baseline("org", {"networkPolicy": {"defaultDeny": {"ingress": True, "egress": False}}})
+    database = observe_policy(
+        {
+            "metadata": {"name": "db-egress", "namespace": "team-a", "uid": "p1"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "db"}},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"port": 5432}]}],
+            },
+        }
+    )
+    everything = observe_policy(
+        {
+            "metadata": {"name": "web-out", "namespace": "team-a", "uid": "p2"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "web"}},
+                "policyTypes": ["Egress"],
+                "egress": [{}],
+            },
+        }
+    )
+    ns = namespace()
+    plan = plan_namespace(
+        NamespaceView(ns.name, ns, [open_egress], [], account(ns.name), ROLES, (database, everything)), POLICY
+    )
+    blocks = [
+        a.body
+        for a in plan.actions
+        if isinstance(a, Apply) and a.body["metadata"]["name"].startswith("baseline-block")
+    ]
+    [block] = blocks
+    assert block["spec"]["podSelector"] == {
+        "matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["db", "web"]}]
+    }
+    [problem] = plan.outcomes["org"].problems
+    assert problem.reason is Reason.METADATA_REACHABLE
+    assert problem.name == "web-out"
+    assert "169.254.169.254/32" in problem.message
+    assert not plan.outcomes["org"].failed  # reported, not blocking

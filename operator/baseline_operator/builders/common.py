@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from baseline_operator.spec import BaselineRef, NamespaceInfo, Section
+    from baseline_operator.spec import BaselineRef, LabelSelector, NamespaceInfo, Section
 
 FIELD_MANAGER: Final = "baseline-operator"
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
@@ -45,6 +45,9 @@ class BuildContext:
 
     baseline: BaselineRef
     namespace: NamespaceInfo
+    other_egress_selectors: tuple[LabelSelector, ...] = ()
+    """Pod selectors of the namespace's egress policies that are not ours: the metadata block must never
+    select those pods (see network_policy.py)."""
 
 
 def managed_labels(baseline: BaselineRef, section: Section) -> dict[str, str]:

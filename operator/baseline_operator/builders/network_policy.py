@@ -6,11 +6,16 @@ everything here:
 - When egress is denied by default, the metadata API is already unreachable. Any egress allow we
   render must then not reach it; ours are the cluster DNS pods (a selector, never an IP range) and
   the configured `dnsIPs`, as single addresses, on port 53 only.
-- When egress is open, the only way to block the metadata API is a policy that isolates egress and
-  allows everything else: `0.0.0.0/0` except the IPv4 metadata CIDRs, `::/0` except the IPv6 ones,
-  and all pods (for CNIs whose ipBlocks never match pods). Never render that policy next to a
-  default deny: it would re-open egress to the whole internet. A configured resolver that is itself
-  a metadata address (GKE Cloud DNS) is allowed back in the same policy, on port 53 only.
+- When egress is open, the only way to block the metadata API with NetworkPolicies is a policy that
+  isolates egress and allows everything else: `0.0.0.0/0` except the IPv4 metadata CIDRs, `::/0`
+  except the IPv6 ones, and all pods (for CNIs whose ipBlocks never match pods). Never render that
+  policy next to a default deny: it would re-open egress to the whole internet. And never let it
+  select a pod that another egress policy of the namespace selects: for that pod it would open
+  everything the other policy closed (a database allowed only 10.0.0.0/8:5432 would reach the whole
+  internet). So it selects exactly the pods no other egress policy selects, the complement of their
+  selectors (label_selectors.py): one policy per term of that complement, none when an egress policy
+  selects every pod. A configured resolver that is itself a metadata address (GKE Cloud DNS) is
+  allowed back in the same policy, on port 53 only.
 
 `except` entries must be of the same family as their `cidr` and strictly inside it, or the API server
 refuses the object. Every port names its protocol, so nothing depends on the TCP default.
@@ -18,18 +23,21 @@ refuses the object. Every port names its protocol, so nothing depends on the TCP
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from baseline_operator.builders.common import managed_metadata
+from baseline_operator.builders.common import BuildError, managed_metadata
+from baseline_operator.label_selectors import TooComplexError, complement_of_union, selector_to_json
 from baseline_operator.spec import METADATA_API_PROVIDERS, Section
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from baseline_operator.builders.common import BuildContext
-    from baseline_operator.spec import IPAddress, IPNetwork, NetworkPolicySpec
+    from baseline_operator.spec import IPAddress, IPNetwork, LabelSelector, NetworkPolicySpec
 
 DEFAULT_DENY_NAME: Final = "baseline-default-deny"
 ALLOW_DNS_NAME: Final = "baseline-allow-dns"
@@ -44,6 +52,8 @@ DNS_PORT: Final = 53
 NAMESPACE_NAME_LABEL: Final = "kubernetes.io/metadata.name"
 CLUSTER_DNS_NAMESPACE: Final = "kube-system"
 CLUSTER_DNS_POD_LABELS: Final = MappingProxyType({"k8s-app": "kube-dns"})
+MAX_BLOCK_POLICIES: Final = 16
+"""At most this many metadata-block policies per namespace (terms of the complement, see above)."""
 
 
 class MetadataCIDRs(NamedTuple):
@@ -99,17 +109,19 @@ def build_network_policies(spec: NetworkPolicySpec, context: BuildContext) -> li
     if spec.allow_same_namespace and (deny.ingress or deny.egress):
         policies.append(_allow_same_namespace(context, ingress=deny.ingress, egress=deny.egress))
     if spec.metadata_api.block and not deny.egress:
-        policies.append(_block_metadata(spec, context))
+        policies += _block_metadata(spec, context)
     return sorted(policies, key=lambda policy: str(policy["metadata"]["name"]))
 
 
-def _policy(name: str, context: BuildContext, spec: dict[str, Any]) -> dict[str, Any]:
+def _policy(
+    name: str, context: BuildContext, spec: dict[str, Any], pods: LabelSelector | None = None
+) -> dict[str, Any]:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": managed_metadata(name, Section.NETWORK_POLICY, context),
         # An empty podSelector selects every pod of the namespace, including pods created later.
-        "spec": {"podSelector": {}, **spec},
+        "spec": {"podSelector": {} if pods is None else selector_to_json(pods), **spec},
     }
 
 
@@ -160,7 +172,31 @@ def _allow_same_namespace(context: BuildContext, *, ingress: bool, egress: bool)
     return _policy(ALLOW_SAME_NAMESPACE_NAME, context, spec)
 
 
-def _block_metadata(spec: NetworkPolicySpec, context: BuildContext) -> dict[str, Any]:
+def _block_metadata(spec: NetworkPolicySpec, context: BuildContext) -> list[dict[str, Any]]:
+    try:
+        terms = complement_of_union(list(context.other_egress_selectors), MAX_BLOCK_POLICIES)
+    except TooComplexError as error:
+        raise BuildError(
+            f"the metadata API cannot be blocked without opening what the namespace's own egress policies "
+            f"close: {error}; give those policies simpler pod selectors, deny egress by default "
+            "(networkPolicy.defaultDeny.egress), or use a cluster with the Admin network policy tier"
+        ) from None
+    rules = _block_rules(spec)
+    if len(terms) == 1 and not terms[0].match_labels and not terms[0].match_expressions:
+        return [_policy(BLOCK_METADATA_NAME, context, {"policyTypes": ["Egress"], "egress": rules})]
+    return [
+        _policy(_block_name(term), context, {"policyTypes": ["Egress"], "egress": _block_rules(spec)}, term)
+        for term in terms
+    ]
+
+
+def _block_name(pods: LabelSelector) -> str:
+    # Named after the pods it selects: the same term keeps its name as other policies come and go.
+    digest = hashlib.sha256(json.dumps(selector_to_json(pods), sort_keys=True).encode()).hexdigest()
+    return f"{BLOCK_METADATA_NAME}-{digest[:10]}"
+
+
+def _block_rules(spec: NetworkPolicySpec) -> list[dict[str, Any]]:
     blocked = metadata_cidrs(spec.metadata_api.providers, spec.metadata_api.extra_cidrs)
     everything_else = {
         "to": [
@@ -182,7 +218,7 @@ def _block_metadata(spec: NetworkPolicySpec, context: BuildContext) -> dict[str,
     )
     if spec.allow_dns and shadowed:
         rules.append({"to": [_host_block(address) for address in shadowed], "ports": _dns_ports()})
-    return _policy(BLOCK_METADATA_NAME, context, {"policyTypes": ["Egress"], "egress": rules})
+    return rules
 
 
 def _ip_block_except(cidr: str, excluded: list[str]) -> dict[str, Any]:

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MANAGED_KINDS = (kube.NETWORK_POLICY, kube.LIMIT_RANGE, kube.RESOURCE_QUOTA, kube.ROLE_BINDING)
+ADMIN_TIER_KINDS = (kube.CLUSTER_NETWORK_POLICY, kube.ADMIN_NETWORK_POLICY)
+"""Cluster-scoped kinds the operator writes where the cluster serves them (the Admin-tier metadata block)."""
 """Kinds the operator writes into namespaces; it watches every object of them that could be its own."""
 DEFAULT_SERVICE_ACCOUNT = "default"
 WATCHED_KINDS = (
@@ -116,6 +118,10 @@ class ClusterCache:
         self._objects: dict[kube.Kind, _Store[ObservedObject]] = {kind: _Store() for kind in MANAGED_KINDS}
         # Everyone else's NetworkPolicies, as lean records: which pods they isolate for egress, and where to.
         self._policies: _Store[ObservedPolicy] = _Store()
+        # The Admin-tier metadata blocks, by name; only of the kinds the cluster serves (see handlers.py).
+        self._admin: dict[kube.Kind, _Store[ObservedObject]] = {kind: _Store() for kind in ADMIN_TIER_KINDS}
+        self.admin_tiers: frozenset[str] = frozenset()
+        """The Admin-tier kinds the cluster serves (kinds' names), as last discovered."""
         self._roles: dict[str, str] = {}
         self.listed_versions: dict[kube.Kind, str] = {}
         """The resource version of each kind's list that filled the cache: where its watch starts."""
@@ -147,6 +153,28 @@ class ClusterCache:
     def cluster_roles(self) -> frozenset[str]:
         return frozenset(self._roles)
 
+    def served_admin_tiers(self) -> frozenset[str]:
+        return self.admin_tiers
+
+    def admin_objects(self) -> list[ObservedObject]:
+        """The objects of the Admin-tier kinds the operator may have written (candidates, as above)."""
+        return [record for store in self._admin.values() for record in store]
+
+    def admin_blocks_in_force(self) -> frozenset[tuple[str, str]]:
+        """(baseline, kind) of each Admin-tier metadata block the operator wrote and the cluster holds."""
+        return frozenset(
+            (record.baseline, record.kind)
+            for record in self.admin_objects()
+            if record.managed_by_us and record.baseline is not None
+        )
+
+    def namespaces_labelled(self, key: str, value: str) -> bool:
+        return any(namespace.labels.get(key) == value for namespace in self._namespaces)
+
+    def drop_kind(self, kind: kube.Kind) -> None:
+        """The cluster stopped serving an Admin-tier kind: forget its objects."""
+        self._admin[kind] = _Store()
+
     # --- Kept current by the watches ---
 
     def observe(self, kind: kube.Kind, body: Mapping[str, Any]) -> bool:
@@ -172,6 +200,16 @@ class ClusterCache:
             return not known
         if kind == kube.SERVICE_ACCOUNT:
             return name == DEFAULT_SERVICE_ACCOUNT and self._accounts.put(namespace, observe_object(body))
+        return self._observe_candidate(kind, namespace, uid, body)
+
+    def _observe_candidate(self, kind: kube.Kind, namespace: str, uid: str, body: Mapping[str, Any]) -> bool:
+        """An object of a kind the operator writes: a candidate of ours, or a NetworkPolicy of others."""
+        metadata = body.get("metadata") or {}
+        name = metadata.get("name", "")
+        if kind in self._admin:
+            if is_candidate(name, metadata.get("labels") or {}):
+                return self._admin[kind].put(name, observe_object(body))
+            return self._admin[kind].discard(name, uid)
         return self._observe_namespaced(kind, namespace, uid, body)
 
     def _observe_namespaced(self, kind: kube.Kind, namespace: str, uid: str, body: Mapping[str, Any]) -> bool:
@@ -204,12 +242,17 @@ class ClusterCache:
             return True
         if kind == kube.SERVICE_ACCOUNT:
             return self._accounts.discard(namespace, uid)
+        return self._forget_candidate(kind, namespace, name, uid)
+
+    def _forget_candidate(self, kind: kube.Kind, namespace: str, name: str, uid: str) -> bool:
+        if kind in self._admin:
+            return self._admin[kind].discard(name, uid)
         users = kind == kube.NETWORK_POLICY and self._policies.discard(namespace, uid)
         return self._objects[kind].discard(namespace, uid) or users
 
-    async def fill(self, api: kube.KubeApi) -> None:
+    async def fill(self, api: kube.KubeApi, extra_kinds: tuple[kube.Kind, ...] = ()) -> None:
         """List every watched kind into the cache, asking again every 2 s while the API fails to answer."""
-        for kind in WATCHED_KINDS:
+        for kind in (*WATCHED_KINDS, *extra_kinds):
             while True:
                 try:
                     listing = await _list(api, kind)
@@ -246,6 +289,7 @@ class ClusterCache:
             kube.SECURITY_BASELINE: self._baselines,
             kube.SERVICE_ACCOUNT: self._accounts,
             **self._objects,
+            **{kind: store for kind, store in self._admin.items() if kind.kind in self.admin_tiers},
         }
         cached = {uid for store in [*stores.values(), self._policies] for uid in store.uids()}
         listed: set[str] = set()

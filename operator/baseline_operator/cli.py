@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 _DEFAULT_ALLOWED_ROLES = "view,edit"
 
 
+def _admin_priority(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 1000:  # noqa: PLR2004 - the network policy API's range
+        raise argparse.ArgumentTypeError(f"{value} is not in 0..1000")
+    return value
+
+
 def _env(name: str, default: str) -> str:
     return os.environ.get(f"BASELINE_{name}", default)
 
@@ -74,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=float(_env("BACKSTOP_INTERVAL", "600")),
         help="seconds between full comparisons from the caches, a safety net for a missed watch event "
         "[BASELINE_BACKSTOP_INTERVAL] (default: %(default)s)",
+    )
+    run.add_argument(
+        "--admin-policy-priority",
+        type=_admin_priority,
+        default=_admin_priority(_env("ADMIN_POLICY_PRIORITY", "20")),
+        help="priority (0..1000, lower first) of the Admin-tier policies that block the metadata APIs, where "
+        "the cluster serves the network policy API [BASELINE_ADMIN_POLICY_PRIORITY] (default: %(default)s)",
     )
     run.add_argument(
         "--fight-repairs",
@@ -191,6 +205,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         event_settings=EventSettings(namespace=args.events_namespace),
         backstop_interval=args.backstop_interval,
         operator_namespace=args.operator_namespace or None,
+        admin_policy_priority=args.admin_policy_priority,
     )
     election = None
     if args.leader_election_id:
@@ -204,14 +219,14 @@ async def _operate(context: OperatorContext, election: ElectionSettings | None, 
     """Run the operator; with an election, first wait for the Lease and stop working the moment it is lost."""
     import kopf  # noqa: PLC0415
 
-    from baseline_operator.handlers import build_registry  # noqa: PLC0415
+    from baseline_operator.handlers import build_registry, prepare  # noqa: PLC0415
     from baseline_operator.leader import LeaderElector  # noqa: PLC0415
 
     async def operator() -> None:
         # The cache is filled before kopf watches anything (see cache.py), answering the liveness probe
         # meanwhile; kopf answers it from then on.
         async with _waiting_health(liveness):
-            await context.cache.fill(context.api)
+            await prepare(context)
         await kopf.operator(
             registry=build_registry(),
             memo=context,

@@ -46,7 +46,7 @@ from baseline_operator.planner import (
 )
 from baseline_operator.recent_writes import RecentWrites
 from baseline_operator.selection import Selection, select_namespaces
-from baseline_operator.spec import Mode
+from baseline_operator.spec import MetadataEnforcement, Mode
 from baseline_operator.status import (
     NamespaceResult,
     ProblemEntry,
@@ -76,6 +76,8 @@ class ClusterView(Protocol):
     def default_service_account(self, namespace: str) -> ObservedObject | None: ...
     def policies(self, namespace: str) -> list[ObservedPolicy]: ...
     def cluster_roles(self) -> frozenset[str]: ...
+    def served_admin_tiers(self) -> frozenset[str]: ...
+    def admin_blocks_in_force(self) -> frozenset[tuple[str, str]]: ...
 
 
 class EventSink(Protocol):
@@ -252,6 +254,8 @@ class Engine:
             ),
             cluster_roles=self.view.cluster_roles(),
             policies=self.view.policies(name),
+            admin_tiers=frozenset(MetadataEnforcement(kind) for kind in self.view.served_admin_tiers()),
+            admin_blocks=self.view.admin_blocks_in_force(),
         )
 
     @property

@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 import kopf
 
 from baseline_operator import kube
-from baseline_operator.cache import MANAGED_KINDS, ClusterCache, field_selector
+from baseline_operator.admin_blocks import AdminBlockReconciler
+from baseline_operator.builders.admin_network_policy import DEFAULT_ADMIN_POLICY_PRIORITY
+from baseline_operator.cache import ADMIN_TIER_KINDS, MANAGED_KINDS, ClusterCache, field_selector
 from baseline_operator.engine import Engine, EngineSettings
 from baseline_operator.events import EventRecorder, EventSettings
 from baseline_operator.metrics import MetricsRecorder
@@ -59,6 +61,33 @@ class OperatorContext:
     operator_namespace: str | None = None
     """Where the protected label keys are published for admission protection (none: not published)."""
     protected_labels: ProtectedLabelsPublisher | None = None
+    admin_policy_priority: int = DEFAULT_ADMIN_POLICY_PRIORITY
+    admin_blocks: AdminBlockReconciler | None = None
+    admin_watches: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    """The watch of each Admin-tier kind the cluster serves, by kind."""
+
+
+async def discover_admin_tiers(api: kube.KubeApi) -> frozenset[str]:
+    """The Admin-tier network policy kinds the cluster serves now."""
+    return frozenset([kind.kind for kind in ADMIN_TIER_KINDS if await api.serves(kind)])
+
+
+async def prepare(memo: OperatorContext) -> None:
+    """Before kopf starts: which Admin-tier kinds the cluster serves, then the cache filled (see cache.py)."""
+    while True:
+        try:
+            memo.cache.admin_tiers = await discover_admin_tiers(memo.api)
+            break
+        except kube.ApiError as error:
+            logger.warning("discovering the network policy API failed, retrying: %s", error)
+            await asyncio.sleep(2.0)
+    served = tuple(kind for kind in ADMIN_TIER_KINDS if kind.kind in memo.cache.admin_tiers)
+    if served:
+        logger.info(
+            "the cluster serves %s: the metadata block can sit in the Admin tier",
+            ", ".join(k.kind for k in served),
+        )
+    await memo.cache.fill(memo.api, extra_kinds=served)
 
 
 class _RetryForever:
@@ -130,13 +159,21 @@ def _register_lifecycle(registry: kopf.OperatorRegistry) -> None:
                 memo.api, memo.operator_namespace, memo.cache.baselines
             )
             memo.tasks.append(asyncio.create_task(memo.protected_labels.run(), name="protected-labels"))
+        memo.admin_blocks = AdminBlockReconciler(
+            memo.api, memo.cache, memo.metrics, memo.admin_policy_priority
+        )
+        memo.tasks.append(asyncio.create_task(memo.admin_blocks.run(), name="admin-blocks"))
         _start_watches(memo)
+        for kind in ADMIN_TIER_KINDS:
+            if kind.kind in memo.cache.admin_tiers:
+                _start_admin_watch(memo, kind)
 
     @kopf.on.cleanup(registry=registry, id="stop")
     async def stop(memo: OperatorContext, **_: Any) -> None:
-        for task in memo.tasks:
+        tasks = [*memo.tasks, *memo.admin_watches.values()]
+        for task in tasks:
             task.cancel()
-        for task in memo.tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
@@ -149,7 +186,42 @@ def _register_events(registry: kopf.OperatorRegistry) -> None:
         "rbac.authorization.k8s.io", "v1", "clusterroles", registry=registry, id="cluster_role_event"
     )(_cluster_role_event)
     # Namespaces, the managed kinds and the default ServiceAccounts are watched by watch.py, started with
-    # the engine.
+    # the engine; so are the Admin-tier kinds, where the cluster serves them. Their CRDs appearing or going
+    # changes which: discovery again.
+    kopf.on.event(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        registry=registry,
+        id="network_policy_api_crd_event",
+        when=lambda name, **_: name in _ADMIN_TIER_CRDS,
+    )(_network_policy_api_changed)
+
+
+_ADMIN_TIER_CRDS = frozenset(f"{kind.plural}.{kind.api_version.split('/')[0]}" for kind in ADMIN_TIER_KINDS)
+
+
+async def _network_policy_api_changed(memo: OperatorContext, **_: Any) -> None:
+    """An Admin-tier CRD was created, changed or deleted: discover what is served now, and follow it."""
+    if memo.engine is None:
+        return
+    served = await discover_admin_tiers(memo.api)
+    if served == memo.cache.admin_tiers:
+        return
+    logger.info("the network policy API served now: %s", ", ".join(sorted(served)) or "none")
+    for kind in ADMIN_TIER_KINDS:
+        if kind.kind in memo.cache.admin_tiers and kind.kind not in served:
+            task = memo.admin_watches.pop(kind.kind, None)
+            if task is not None:
+                task.cancel()
+            memo.cache.drop_kind(kind)
+        elif kind.kind in served and kind.kind not in memo.cache.admin_tiers:
+            memo.cache.listed_versions[kind] = ""  # the watch lists it first
+            _start_admin_watch(memo, kind)
+    memo.cache.admin_tiers = served
+    if memo.admin_blocks is not None:
+        memo.admin_blocks.changed()
+    memo.engine.enqueue_all()
 
 
 def _record(event: kopf.RawEvent, kind: kube.Kind, memo: OperatorContext) -> bool:
@@ -171,6 +243,8 @@ def _baseline_event(
     _record(event, kube.SECURITY_BASELINE, memo)
     if memo.protected_labels is not None:
         memo.protected_labels.baselines_changed()
+    if memo.admin_blocks is not None:
+        memo.admin_blocks.changed()
     engine = memo.engine
     if engine is None:
         return
@@ -216,11 +290,34 @@ def _start_watches(memo: OperatorContext) -> None:
         memo.tasks.append(asyncio.create_task(watch.run(), name=f"watch-{kind.plural}"))
 
 
+def _start_admin_watch(memo: OperatorContext, kind: kube.Kind) -> None:
+    watch = KindWatch(
+        memo.api,
+        kind,
+        memo.cache.listed_versions.get(kind, ""),
+        on_event=functools.partial(_admin_event, kind, memo),
+        on_relisted=memo.resync_wanted.set,
+    )
+    memo.admin_watches[kind.kind] = asyncio.create_task(watch.run(), name=f"watch-{kind.plural}")
+
+
+def _admin_event(kind: kube.Kind, memo: OperatorContext, event_type: str, body: Mapping[str, Any]) -> None:
+    """An Admin-tier block changed: repair it; one appearing or going changes what namespaces need."""
+    if not _cached(kind, memo, event_type, body):
+        return
+    if memo.admin_blocks is not None:
+        memo.admin_blocks.changed()
+    if memo.engine is not None and event_type in {"ADDED", "DELETED"}:
+        memo.engine.enqueue_all()
+
+
 def _watched_event(kind: kube.Kind, memo: OperatorContext, event_type: str, body: Mapping[str, Any]) -> None:
     """An event from watch.py: into the cache and, when it is news, to the engine for its namespace."""
     metadata = body.get("metadata") or {}
     namespace, name = str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
     news = _cached(kind, memo, event_type, body)
+    if news and kind == kube.NAMESPACE and memo.admin_blocks is not None:
+        memo.admin_blocks.namespace_changed()
     if news and memo.engine is not None and (namespace or kind == kube.NAMESPACE):
         _heard(event_type, body, (kind.kind, namespace, name), memo.engine)
 

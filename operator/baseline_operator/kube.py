@@ -73,6 +73,13 @@ EVENT = Kind("v1", "Event", "events", namespaced=True)
 SECURITY_BASELINE = Kind("baseline.dev/v1alpha1", "SecurityBaseline", "securitybaselines", namespaced=False)
 LEASE = Kind("coordination.k8s.io/v1", "Lease", "leases", namespaced=True)
 CONFIG_MAP = Kind("v1", "ConfigMap", "configmaps", namespaced=True)
+# The Admin tier of the network policy API (sigs.k8s.io/network-policy-api), where a cluster serves it.
+CLUSTER_NETWORK_POLICY = Kind(
+    "policy.networking.k8s.io/v1alpha2", "ClusterNetworkPolicy", "clusternetworkpolicies", namespaced=False
+)
+ADMIN_NETWORK_POLICY = Kind(
+    "policy.networking.k8s.io/v1alpha1", "AdminNetworkPolicy", "adminnetworkpolicies", namespaced=False
+)
 
 KINDS = {
     kind.kind: kind
@@ -88,6 +95,8 @@ KINDS = {
         SECURITY_BASELINE,
         LEASE,
         CONFIG_MAP,
+        CLUSTER_NETWORK_POLICY,
+        ADMIN_NETWORK_POLICY,
     )
 }
 
@@ -324,6 +333,15 @@ class KubeApi:
             return None
         _raise_for(response)
         return _decode(response)
+
+    async def serves(self, kind: Kind) -> bool:
+        """Does the API server serve `kind` (discovery of its group version)? Discovery needs no RBAC."""
+        response = await self._request("GET", kind.path().rsplit("/", 1)[0])
+        if response.status == http.HTTPStatus.NOT_FOUND:
+            return False
+        _raise_for(response)
+        resources = _decode(response).get("resources") or []
+        return any(resource.get("name") == kind.plural for resource in resources)
 
     async def list_objects(
         self, kind: Kind, *, label_selector: str | None = None, field_selector: str | None = None

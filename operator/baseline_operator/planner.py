@@ -44,14 +44,21 @@ from baseline_operator.builders import (
     build_section,
     metadata_cidrs,
 )
-from baseline_operator.builders.common import ENFORCED_LABEL, ENFORCED_VALUE, FIELD_MANAGER, SECTION_LABEL
+from baseline_operator.builders.admin_network_policy import ADMIN_TIERS, effective_enforcement
+from baseline_operator.builders.common import (
+    ENFORCED_LABEL,
+    ENFORCED_VALUE,
+    FIELD_MANAGER,
+    METADATA_BLOCK_LABEL,
+    SECTION_LABEL,
+)
 from baseline_operator.builders.network_policy import BLOCK_METADATA_NAME, DEFAULT_DENY_NAME
 from baseline_operator.builders.pod_security import POD_SECURITY_LABEL_PREFIX
 from baseline_operator.compare import FieldDifference, ManagerEntry, differences, last_writer_other_than
 from baseline_operator.metadata_audit import metadata_openings
 from baseline_operator.quantity import parse_quantity
 from baseline_operator.selection import SectionAssignment, assign_sections, precedence, selects
-from baseline_operator.spec import BaselineRef, Mode, Section
+from baseline_operator.spec import BaselineRef, MetadataEnforcement, Mode, Section
 from baseline_operator.takeover import give_back_body, plan_takeover, tracked_fields, with_record
 
 if TYPE_CHECKING:
@@ -78,13 +85,16 @@ class Reason(StrEnum):
     NAME_TAKEN = "NameTaken"
     QUOTA_BELOW_USAGE = "QuotaBelowUsage"
     METADATA_REACHABLE = "MetadataReachable"
+    ADMIN_TIER_NOT_SERVED = "AdminTierNotServed"
     FORBIDDEN = "Forbidden"
     INVALID = "Invalid"
     API_ERROR = "ApiError"
 
 
 # Problems worth reporting that do not stop a baseline from applying its other sections.
-NON_BLOCKING = frozenset({Reason.CONFLICT, Reason.QUOTA_BELOW_USAGE, Reason.METADATA_REACHABLE})
+NON_BLOCKING = frozenset(
+    {Reason.CONFLICT, Reason.QUOTA_BELOW_USAGE, Reason.METADATA_REACHABLE, Reason.ADMIN_TIER_NOT_SERVED}
+)
 
 
 @dataclass(frozen=True)
@@ -167,10 +177,12 @@ class Stage(IntEnum):
 
     GIVE_BACK = 0
     APPLY = 1
-    """Every apply but the default deny: the allows, the metadata block, everything not a NetworkPolicy."""
+    """Every apply but the default deny and the Namespace: the allows, the metadata block, the rest."""
     DENY = 2
-    UNDENY = 3
-    PRUNE = 4
+    NAMESPACE = 3
+    """After the NetworkPolicies: a Namespace leaving an Admin-tier block has its NetworkPolicy one first."""
+    UNDENY = 4
+    PRUNE = 5
 
 
 def stage_of(action: Action) -> Stage:
@@ -179,6 +191,8 @@ def stage_of(action: Action) -> Stage:
     if action.gives_back:
         return Stage.GIVE_BACK
     body = action.body
+    if body["kind"] == "Namespace":
+        return Stage.NAMESPACE
     return Stage.DENY if _is_default_deny(body["kind"], body["metadata"]["name"]) else Stage.APPLY
 
 
@@ -230,6 +244,10 @@ class NamespaceView:
     cluster_roles: frozenset[str]
     policies: Sequence[ObservedPolicy] = ()
     """The namespace's NetworkPolicies that are not ours."""
+    admin_tiers: frozenset[MetadataEnforcement] = frozenset()
+    """The Admin-tier network policy kinds the cluster serves."""
+    admin_blocks: frozenset[tuple[str, str]] = frozenset()
+    """(baseline, kind) of each Admin-tier metadata block in force (written by us, held by the cluster)."""
 
 
 @dataclass(frozen=True)
@@ -288,7 +306,9 @@ def plan_namespace(view: NamespaceView, policy: Policy) -> NamespacePlan:
     # While a baseline cannot be built (or parsed), what it set on the Namespace and the ServiceAccount
     # stays exactly as it is: nothing is released, and no apply of the other baselines lets go of it.
     keep = bool(failed or invalid)
-    audited = _mark_enforced(desired, selecting, failed, namespace)
+    audited = _mark_enforced(
+        desired, selecting, failed, namespace, _admin_tier_block(assignments, failed, view)
+    )
     live_by_key = {(live.kind, live.name): live for live in view.objects}
     actions: list[Action] = []
     for want in audited:
@@ -304,13 +324,36 @@ def plan_namespace(view: NamespaceView, policy: Policy) -> NamespacePlan:
     return NamespacePlan(namespace.name, tuple(sorted(allowed, key=stage_of)), outcomes)
 
 
+def _admin_tier_block(
+    assignments: Mapping[Section, SectionAssignment], failed: set[str], view: NamespaceView
+) -> str | None:
+    """The baseline whose Admin-tier policy blocks the metadata APIs here, if one does (its label's value)."""
+    assignment = assignments.get(Section.NETWORK_POLICY)
+    if assignment is None:
+        return None
+    winner = assignment.winner
+    settings = winner.spec.network_policy if winner.spec is not None else None
+    if (
+        settings is None
+        or not settings.metadata_api.block
+        or winner.name in failed
+        or _mode(winner) is Mode.AUDIT
+    ):
+        return None
+    tier = effective_enforcement(settings.metadata_api.enforcement, view.admin_tiers)
+    return winner.name if tier in ADMIN_TIERS else None
+
+
 def _mark_enforced(
     desired: dict[tuple[str, str], _Desired],
     selecting: Sequence[ObservedBaseline],
     failed: set[str],
     namespace: ObservedNamespace,
+    metadata_block: str | None,
 ) -> list[_Desired]:
-    """Put the `enforced` label on the Namespace's desired body if an Enforce baseline selects it.
+    """Mark the Namespace's desired body `enforced` if an Enforce baseline selects it.
+
+    And label it for the Admin-tier metadata block of `metadata_block`, if any.
 
     Returns the Namespace body of an Audit baseline it replaced (to be compared, not written).
     """
@@ -321,10 +364,13 @@ def _mark_enforced(
         return []
     key = ("Namespace", namespace.name)
     current = desired.get(key)
+    marks = {ENFORCED_LABEL: ENFORCED_VALUE}
+    if metadata_block is not None:
+        marks[METADATA_BLOCK_LABEL] = metadata_block
     if current is not None and _mode(current.baseline) is Mode.ENFORCE:
-        current.body["metadata"].setdefault("labels", {})[ENFORCED_LABEL] = ENFORCED_VALUE
+        current.body["metadata"].setdefault("labels", {}).update(marks)
         return []
-    labels = {ENFORCED_LABEL: ENFORCED_VALUE}
+    labels = dict(marks)
     audited: list[_Desired] = []
     if current is not None:
         # Pod Security here comes from an Audit baseline, which writes nothing: the labels we set before
@@ -570,10 +616,13 @@ def _build(
     assert baseline.spec is not None  # noqa: S101 - only selecting baselines, which have a spec, come here
     assert view.namespace is not None  # noqa: S101 - only existing namespaces are planned
     namespace = view.namespace
+    tier = _metadata_tier(baseline, view, outcome)
     context = BuildContext(
         baseline=BaselineRef(baseline.name, baseline.uid),
         namespace=namespace.info,
         other_egress_selectors=tuple(p.pod_selector for p in view.policies if p.egress is not None),
+        # Until the Admin-tier policy is in force, the NetworkPolicy block stays: switching leaves no gap.
+        metadata_blocked_above=tier in ADMIN_TIERS and (baseline.name, tier.value) in view.admin_blocks,
     )
     built: list[tuple[Section, dict[str, Any]]] = []
     for section in sections:
@@ -591,6 +640,29 @@ def _build(
         if section is Section.NETWORK_POLICY and baseline.spec.network_policy is not None:
             outcome.problems += _metadata_reachable(baseline.spec.network_policy, view)
     return None if outcome.failed else built
+
+
+def _metadata_tier(
+    baseline: ObservedBaseline, view: NamespaceView, outcome: BaselineOutcome
+) -> MetadataEnforcement:
+    """The API that enforces this baseline's metadata block here; a tier asked for but not served is said."""
+    settings = baseline.spec.network_policy if baseline.spec is not None else None
+    if settings is None or not settings.metadata_api.block:
+        return MetadataEnforcement.NETWORK_POLICY
+    requested = settings.metadata_api.enforcement
+    tier = effective_enforcement(requested, view.admin_tiers)
+    if requested in ADMIN_TIERS and tier is not requested:
+        outcome.problems.append(
+            Problem(
+                view.name,
+                Section.NETWORK_POLICY.value,
+                Reason.ADMIN_TIER_NOT_SERVED,
+                f"metadataAPI.enforcement is {requested.value}, which this cluster does not serve: the "
+                "metadata APIs are blocked with NetworkPolicies instead, which a namespace's own egress "
+                "policy can open again for its pods",
+            )
+        )
+    return tier
 
 
 def _metadata_reachable(spec: NetworkPolicySpec, view: NamespaceView) -> list[Problem]:

@@ -197,6 +197,15 @@ class DefaultDeny:
     egress: bool = True
 
 
+class MetadataEnforcement(StrEnum):
+    """Which API enforces the metadata block (see README, "The metadata block")."""
+
+    AUTO = "Auto"
+    CLUSTER_NETWORK_POLICY = "ClusterNetworkPolicy"
+    ADMIN_NETWORK_POLICY = "AdminNetworkPolicy"
+    NETWORK_POLICY = "NetworkPolicy"
+
+
 @dataclass(frozen=True)
 class MetadataAPI:
     """Blocking of cloud metadata endpoints: providers from the contract's table, plus extra CIDRs."""
@@ -204,6 +213,7 @@ class MetadataAPI:
     block: bool = True
     providers: tuple[str, ...] = DEFAULT_METADATA_PROVIDERS
     extra_cidrs: tuple[IPNetwork, ...] = ()
+    enforcement: MetadataEnforcement = MetadataEnforcement.AUTO
 
 
 @dataclass(frozen=True)
@@ -601,7 +611,7 @@ def _dns_ips(value: object, path: str) -> tuple[IPAddress, ...]:
 
 def _metadata_api(value: object, path: str) -> MetadataAPI:
     raw = _object(value, path)
-    _only_keys(raw, path, {"block", "providers", "extraCIDRs"})
+    _only_keys(raw, path, {"block", "providers", "extraCIDRs", "enforcement"})
     providers = DEFAULT_METADATA_PROVIDERS
     if raw.get("providers") is not None:
         providers = _providers(raw["providers"], f"{path}.providers")
@@ -609,6 +619,12 @@ def _metadata_api(value: object, path: str) -> MetadataAPI:
         block=_bool(raw.get("block"), f"{path}.block", default=True),
         providers=providers,
         extra_cidrs=_extra_cidrs(raw.get("extraCIDRs"), f"{path}.extraCIDRs"),
+        enforcement=_enum(
+            MetadataEnforcement,
+            raw.get("enforcement"),
+            f"{path}.enforcement",
+            default=MetadataEnforcement.AUTO,
+        ),
     )
 
 

@@ -26,6 +26,9 @@ SECTION_LABEL: Final = "baseline.dev/section"
 # operator.
 ENFORCED_LABEL: Final = "baseline.dev/enforced"
 ENFORCED_VALUE: Final = "true"
+# On a Namespace: the baseline whose cluster-scoped Admin-tier policy blocks the metadata APIs there (that
+# policy selects the namespaces by this label; see admin_network_policy.py).
+METADATA_BLOCK_LABEL: Final = "baseline.dev/metadata-block"
 # Every object the operator names itself starts with this.
 NAME_PREFIX: Final = "baseline-"
 OWNER_API_VERSION: Final = "baseline.dev/v1alpha1"
@@ -48,6 +51,8 @@ class BuildContext:
     other_egress_selectors: tuple[LabelSelector, ...] = ()
     """Pod selectors of the namespace's egress policies that are not ours: the metadata block must never
     select those pods (see network_policy.py)."""
+    metadata_blocked_above: bool = False
+    """An Admin-tier policy of this baseline blocks the metadata APIs here: no NetworkPolicy block needed."""
 
 
 def managed_labels(baseline: BaselineRef, section: Section) -> dict[str, str]:

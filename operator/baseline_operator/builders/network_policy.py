@@ -108,7 +108,7 @@ def build_network_policies(spec: NetworkPolicySpec, context: BuildContext) -> li
         policies.append(_allow_dns(spec.dns_ips, context))
     if spec.allow_same_namespace and (deny.ingress or deny.egress):
         policies.append(_allow_same_namespace(context, ingress=deny.ingress, egress=deny.egress))
-    if spec.metadata_api.block and not deny.egress:
+    if spec.metadata_api.block and not deny.egress and not context.metadata_blocked_above:
         policies += _block_metadata(spec, context)
     return sorted(policies, key=lambda policy: str(policy["metadata"]["name"]))
 

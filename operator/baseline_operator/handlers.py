@@ -202,7 +202,20 @@ _ADMIN_TIER_CRDS = frozenset(f"{kind.plural}.{kind.api_version.split('/')[0]}" f
 
 
 async def _network_policy_api_changed(memo: OperatorContext, **_: Any) -> None:
-    """An Admin-tier CRD was created, changed or deleted: discover what is served now, and follow it."""
+    """An Admin-tier CRD was created, changed or deleted: discover what is served now, and follow it.
+
+    Discovery lags the CRD's own events by a moment (a CRD is Established before its group is listed):
+    look again a few times over the next seconds.
+    """
+    for delay in _REDISCOVERY_DELAYS:
+        await asyncio.sleep(delay)
+        await _rediscover(memo)
+
+
+_REDISCOVERY_DELAYS = (0.0, 0.5, 1.0, 2.0, 5.0)
+
+
+async def _rediscover(memo: OperatorContext) -> None:
     if memo.engine is None:
         return
     served = await discover_admin_tiers(memo.api)

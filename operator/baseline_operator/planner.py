@@ -621,8 +621,10 @@ def _build(
         baseline=BaselineRef(baseline.name, baseline.uid),
         namespace=namespace.info,
         other_egress_selectors=tuple(p.pod_selector for p in view.policies if p.egress is not None),
-        # Until the Admin-tier policy is in force, the NetworkPolicy block stays: switching leaves no gap.
-        metadata_blocked_above=tier in ADMIN_TIERS and (baseline.name, tier.value) in view.admin_blocks,
+        # Until an Admin-tier policy of this baseline is in force (either kind: they select the namespace by
+        # the same label), the NetworkPolicy block stays: switching leaves no gap.
+        metadata_blocked_above=tier in ADMIN_TIERS
+        and any(owner == baseline.name for owner, _ in view.admin_blocks),
     )
     built: list[tuple[Section, dict[str, Any]]] = []
     for section in sections:

@@ -8,13 +8,12 @@ Switching either way leaves no moment without a block and no orphan, seen by wat
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from kubernetes import client, watch
-from support import MANAGED, Cluster, eventually
+from kubernetes import client
+from support import MANAGED, OPERATOR_USER, Cluster, audit_events, eventually
 
 from localcluster.crds import network_policy_api_crd
 
@@ -22,6 +21,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from support import OperatorProcess
+
+    from localcluster import LocalCluster
 
 GROUP = "policy.networking.k8s.io"
 OPEN_EGRESS = {"networkPolicy": {"defaultDeny": {"ingress": True, "egress": False}}}
@@ -75,37 +76,31 @@ def block_policies(kube: Cluster, namespace: str) -> set[str]:
     return {p.metadata.name for p in found if p.metadata.name.startswith("baseline-block-metadata")}
 
 
-class Events:
-    """Every ADDED and DELETED of the namespace's NetworkPolicies and of one Admin-tier kind, timed."""
+def operator_writes(cluster: LocalCluster, since: float) -> list[dict[str, Any]]:
+    """The operator's writes since `since`, in the order the API server received them (its audit log)."""
+    found = [
+        event
+        for event in audit_events(cluster.audit_log, user=OPERATOR_USER, since=since)
+        if event["verb"] in {"create", "patch", "delete"}
+    ]
+    return sorted(found, key=lambda event: event["requestReceivedTimestamp"])
 
-    def __init__(self, api: client.ApiClient, namespace: str, version: str, plural: str) -> None:
-        self.seen: list[tuple[float, str, str]] = []
-        self._watches: list[watch.Watch] = []
-        networking = client.NetworkingV1Api(api)
-        custom = client.CustomObjectsApi(api)
-        self._follow(networking.list_namespaced_network_policy, namespace)
-        self._follow(custom.list_cluster_custom_object, GROUP, version, plural)
-        time.sleep(0.5)
 
-    def _follow(self, lister: Any, *args: str) -> None:
-        stream = watch.Watch()
-        self._watches.append(stream)
+def answered_before_asked(
+    writes: list[dict[str, Any]], first: tuple[str, str, str], then: tuple[str, str, str]
+) -> bool:
+    """The API server answered write `first` (verb, resource, name) before it received write `then`."""
 
-        def run() -> None:
-            with contextlib.suppress(Exception):
-                for event in stream.stream(lister, *args, timeout_seconds=120, _request_timeout=130):
-                    item = event["object"]
-                    name = item["metadata"]["name"] if isinstance(item, dict) else item.metadata.name
-                    self.seen.append((time.monotonic(), event["type"], name))
+    def find(verb: str, resource: str, name: str) -> dict[str, Any]:
+        return next(
+            e
+            for e in writes
+            if e["verb"] == verb
+            and e["objectRef"].get("resource") == resource
+            and e["objectRef"].get("name") == name
+        )
 
-        threading.Thread(target=run, daemon=True).start()
-
-    def first(self, kind: str, name: str) -> float:
-        return next(at for at, event, seen in self.seen if event == kind and seen == name)
-
-    def stop(self) -> None:
-        for stream in self._watches:
-            stream.stop()
+    return bool(find(*first)["stageTimestamp"] <= find(*then)["requestReceivedTimestamp"])
 
 
 def test_with_the_admin_tier_served_the_block_moves_there_and_back_without_a_gap(
@@ -115,6 +110,7 @@ def test_with_the_admin_tier_served_the_block_moves_there_and_back_without_a_gap
     make_namespace: Callable[..., str],
     make_baseline: Callable[..., dict[str, Any]],
     custom: client.CustomObjectsApi,
+    cluster: LocalCluster,
     label: str,
 ) -> None:
     namespace = make_namespace("admintier", {"e2e": label})
@@ -125,78 +121,59 @@ def test_with_the_admin_tier_served_the_block_moves_there_and_back_without_a_gap
     eventually(
         lambda: block_policies(kube, namespace) == {"baseline-block-metadata"}, what="the NetworkPolicy block"
     )
+    since = time.time()
     with served(api, "AdminNetworkPolicy"):
-        events = Events(api, namespace, "v1alpha1", "adminnetworkpolicies")
-        try:
-            # Auto: the AdminNetworkPolicy, selecting the namespace by the label the operator puts on it.
-            eventually(
-                lambda: policy in admin_policies(api, "v1alpha1", "adminnetworkpolicies"), what="the ANP"
-            )
-            eventually(
-                lambda: kube.labels(namespace).get("baseline.dev/metadata-block") == name, what="labelled"
-            )
-            eventually(lambda: block_policies(kube, namespace) == set(), what="the NetworkPolicy block gone")
-            anp = admin_policies(api, "v1alpha1", "adminnetworkpolicies")[policy]
-            assert anp["spec"]["subject"] == {
-                "namespaces": {"matchLabels": {"baseline.dev/metadata-block": name}}
-            }
-            assert anp["spec"]["egress"][-1]["action"] == "Deny"
-            assert "169.254.169.254/32" in anp["spec"]["egress"][-1]["to"][0]["networks"]
-            eventually(
-                lambda: any(e[1] == "DELETED" and e[2] == "baseline-block-metadata" for e in events.seen),
-                what="seen",
-            )
-            assert events.first("ADDED", policy) < events.first("DELETED", "baseline-block-metadata")
-            # Tampering with it is repaired like any managed object.
-            custom.patch_cluster_custom_object(
-                GROUP,
-                "v1alpha1",
-                "adminnetworkpolicies",
-                policy,
-                {
-                    "spec": {
-                        "egress": [anp["spec"]["egress"][0]]
-                        if len(anp["spec"]["egress"]) > 1
-                        else [{"name": "x", "action": "Pass", "to": [{"networks": ["192.0.2.0/24"]}]}]
-                    }
-                },
-            )
-            eventually(
-                lambda: (
-                    admin_policies(api, "v1alpha1", "adminnetworkpolicies")[policy]["spec"]["egress"][-1][
-                        "action"
-                    ]
-                    == "Deny"
-                ),
-                what="the ANP repaired",
-            )
-            # Switched to NetworkPolicies in the spec: the NetworkPolicy block first, then the ANP goes.
-            spec = custom.get_cluster_custom_object("baseline.dev", "v1alpha1", "securitybaselines", name)[
-                "spec"
-            ]
-            spec["networkPolicy"]["metadataAPI"] = {
-                **spec["networkPolicy"].get("metadataAPI", {}),
-                "enforcement": "NetworkPolicy",
-            }
-            custom.patch_cluster_custom_object(
-                "baseline.dev", "v1alpha1", "securitybaselines", name, {"spec": spec}
-            )
-            eventually(
-                lambda: policy not in admin_policies(api, "v1alpha1", "adminnetworkpolicies"),
-                what="the ANP pruned",
-            )
-            assert block_policies(kube, namespace) == {"baseline-block-metadata"}
-            assert "baseline.dev/metadata-block" not in kube.labels(namespace)
-            eventually(lambda: any(e[1] == "DELETED" and e[2] == policy for e in events.seen), what="seen")
-            added_again = [
-                at
-                for at, event, seen in events.seen
-                if event == "ADDED" and seen == "baseline-block-metadata"
-            ]
-            assert added_again
-            assert added_again[-1] < events.first("DELETED", policy)
-        finally:
-            events.stop()
+        # Auto: the AdminNetworkPolicy, selecting the namespace by the label the operator puts on it.
+        eventually(lambda: policy in admin_policies(api, "v1alpha1", "adminnetworkpolicies"), what="the ANP")
+        eventually(lambda: kube.labels(namespace).get("baseline.dev/metadata-block") == name, what="labelled")
+        eventually(lambda: block_policies(kube, namespace) == set(), what="the NetworkPolicy block gone")
+        anp = admin_policies(api, "v1alpha1", "adminnetworkpolicies")[policy]
+        assert anp["spec"]["subject"] == {
+            "namespaces": {"matchLabels": {"baseline.dev/metadata-block": name}}
+        }
+        assert anp["spec"]["egress"][-1]["action"] == "Deny"
+        assert "169.254.169.254/32" in anp["spec"]["egress"][-1]["to"][0]["networks"]
+        # No gap: the ANP was in place before the NetworkPolicy block went.
+        assert answered_before_asked(
+            operator_writes(cluster, since),
+            ("patch", "adminnetworkpolicies", policy),
+            ("delete", "networkpolicies", "baseline-block-metadata"),
+        )
+        # Tampering with it is repaired like any managed object.
+        opened = {
+            "spec": {"egress": [{"name": "x", "action": "Pass", "to": [{"networks": ["192.0.2.0/24"]}]}]}
+        }
+        custom.patch_cluster_custom_object(GROUP, "v1alpha1", "adminnetworkpolicies", policy, opened)
+
+        def repaired() -> bool:
+            egress = admin_policies(api, "v1alpha1", "adminnetworkpolicies")[policy]["spec"]["egress"]
+            return bool(egress[-1]["action"] == "Deny")
+
+        eventually(repaired, what="the ANP repaired")
+        # Switched to NetworkPolicies in the spec: the NetworkPolicy block first, then the ANP goes.
+        spec = custom.get_cluster_custom_object("baseline.dev", "v1alpha1", "securitybaselines", name)["spec"]
+        spec["networkPolicy"]["metadataAPI"] = {
+            **spec["networkPolicy"].get("metadataAPI", {}),
+            "enforcement": "NetworkPolicy",
+        }
+        custom.patch_cluster_custom_object(
+            "baseline.dev", "v1alpha1", "securitybaselines", name, {"spec": spec}
+        )
+        eventually(
+            lambda: policy not in admin_policies(api, "v1alpha1", "adminnetworkpolicies"),
+            what="the ANP pruned",
+        )
+        assert block_policies(kube, namespace) == {"baseline-block-metadata"}
+        assert "baseline.dev/metadata-block" not in kube.labels(namespace)
+        # No gap the other way either: the NetworkPolicy block was back before the ANP went.
+        switched = [
+            e
+            for e in operator_writes(cluster, since)
+            if e["verb"] != "delete" or e["objectRef"].get("name") == policy
+        ]
+        last_block = [e for e in switched if e["objectRef"].get("name") == "baseline-block-metadata"][-1]
+        deleted = next(e for e in switched if e["verb"] == "delete")
+        assert last_block["stageTimestamp"] <= deleted["requestReceivedTimestamp"]
     # The API gone: NetworkPolicies only, and nothing of ours left behind.
     eventually(
         lambda: block_policies(kube, namespace) == {"baseline-block-metadata"}, what="the NetworkPolicy block"

@@ -182,6 +182,12 @@ def test_each_verb_granted_is_a_request_the_operator_makes(
     inner = {("create", "limitranges"), ("create", "resourcequotas"), ("create", "networkpolicies")}
     inner |= {("create", "rolebindings"), ("create", "serviceaccounts"), ("bind", "clusterroles")}
     inner |= {("create", "configmaps")}
+    # Only where the cluster serves the network policy API's Admin tier: exercised in test_admin_tier.py.
+    inner |= {
+        (verb, resource)
+        for verb in ("list", "watch", "create", "patch", "delete")
+        for resource in ("clusternetworkpolicies", "adminnetworkpolicies")
+    }
     unused = []
     for kind in ("ClusterRole", "Role"):
         for role in rbac_objects(kind):

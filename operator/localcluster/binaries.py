@@ -4,6 +4,11 @@ The Go build modules live in the repository (`tools/kubernetes`, `tools/etcd`: g
 main.go each). Binaries land in a cache outside the repository, in a folder named after the pinned
 version and a digest of the build inputs, so a second run (or another checkout on the same machine)
 reuses them and a version bump builds afresh. A cold build of kube-apiserver takes minutes on 2 cores.
+
+The optional real node (`NODE`: kubelet, kube-proxy, kube-scheduler, containerd, the NetworkPolicy
+enforcer, CoreDNS, a pause program) is built the same way, from modules of its own, so that building it
+never changes the control plane's cache keys. Some of its tools need build tags, or a small patch applied
+to a copy of the pinned upstream source (never to the module cache itself).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -49,6 +55,11 @@ class GoTool:
     """The requirement whose version names the cache folder (e.g. `k8s.io/kubernetes`)."""
     commands: tuple[tuple[str, str], ...]
     """(binary name, Go package to build) pairs; `.` is the module's own main package."""
+    tags: tuple[str, ...] = ()
+    """Go build tags (`-tags`)."""
+    patches: tuple[str, ...] = ()
+    """Patch files in the module folder, applied in order (`git apply`, -p1) to a copy of the pinned
+    module's source, which the build then uses through a `replace` in a scratch go.mod."""
 
     @property
     def source(self) -> Path:
@@ -56,6 +67,9 @@ class GoTool:
 
     def version(self) -> str:
         """The pinned version, read from go.mod so that the module is the single source of truth."""
+        if not self.pinned_module:
+            # A program of our own (the pause process) pins nothing; its source is the cache key.
+            return "v0"
         go_mod = (self.source / "go.mod").read_text()
         match = re.search(
             rf"^\s*(?:require\s+)?{re.escape(self.pinned_module)}\s+(v\S+)", go_mod, re.MULTILINE
@@ -106,15 +120,29 @@ class GoTool:
                 f"-X main.commit={self.version()}",
                 "-X main.date=1970-01-01T00:00:00Z",
             ]
+        elif self.pinned_module == "github.com/containerd/containerd/v2":
+            # Unstamped, containerd reports "2.x+unknown" to the kubelet and in `ctr version`.
+            package = "github.com/containerd/containerd/v2/version"
+            flags += [
+                f"-X {package}.Version={self.version()}",
+                f"-X {package}.Revision={self.version()}",
+            ]
         return flags
 
     def cache_dir(self) -> Path:
         """Folder for this exact build: version plus a digest of go.mod, go.sum, main.go and flags."""
         digest = hashlib.sha256()
         for name in ("go.mod", "go.sum", "main.go"):
-            digest.update((self.source / name).read_bytes())
+            path = self.source / name
+            # A module with no requirements (the pause program) has no go.sum.
+            digest.update(path.read_bytes() if path.exists() or name != "go.sum" else b"")
         digest.update(" ".join(self.ldflags()).encode())
         digest.update(go_version().encode())
+        # Only tools that have tags or patches hash them, so the older tools' cache keys stay as they were.
+        if self.tags:
+            digest.update(("tags:" + ",".join(self.tags)).encode())
+        for patch in self.patches:
+            digest.update(b"patch:" + (self.source / patch).read_bytes())
         return cache_root() / "bin" / f"{self.module_dir}-{self.version()}-{digest.hexdigest()[:12]}"
 
 
@@ -153,6 +181,47 @@ KUBE_SCORE = GoTool(
 """kube-score, an independent second opinion on our manifests: its own checks, not our Rego rules."""
 POLICY_TOOLS = (CONFTEST, KUBE_SCORE)
 TOOLS = (*CONTROL_PLANE, PROMETHEUS, *POLICY_TOOLS)
+
+KUBERNETES_NODE = GoTool(
+    module_dir="kubernetes-node",
+    pinned_module="k8s.io/kubernetes",
+    commands=(
+        ("kubelet", "k8s.io/kubernetes/cmd/kubelet"),
+        ("kube-proxy", "k8s.io/kubernetes/cmd/kube-proxy"),
+        ("kube-scheduler", "k8s.io/kubernetes/cmd/kube-scheduler"),
+    ),
+)
+"""The node's kubelet and kube-proxy, and the scheduler the control plane gains when a node runs: the same
+release as the control plane, from a build module of their own (kubelet's packages add requirements)."""
+CONTAINERD = GoTool(
+    module_dir="containerd",
+    pinned_module="github.com/containerd/containerd/v2",
+    commands=(
+        ("containerd", "github.com/containerd/containerd/v2/cmd/containerd"),
+        ("containerd-shim-runc-v2", "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2"),
+        ("ctr", "github.com/containerd/containerd/v2/cmd/ctr"),
+    ),
+    # The snapshotters that need C libraries or kernel features the node does not use (overlayfs does).
+    tags=("no_btrfs", "no_devmapper", "no_zfs"),
+)
+KUBE_NETWORK_POLICIES = GoTool(
+    module_dir="kube-network-policies",
+    pinned_module="sigs.k8s.io/kube-network-policies",
+    commands=(("kube-network-policies", "sigs.k8s.io/kube-network-policies/cmd"),),
+    # Kernels without the nftables `queue` expression (CONFIG_NFT_QUEUE) need the xtables NFQUEUE target
+    # instead; the patch adds that as an option, off unless `--nfqueue-xtables-target` is given.
+    patches=("nfqueue-xtables-target.patch",),
+)
+"""The NetworkPolicy enforcer kind uses (nftables + NFQUEUE); it also enforces AdminNetworkPolicy v1alpha1."""
+COREDNS = GoTool(
+    module_dir="coredns",
+    pinned_module="github.com/coredns/coredns",
+    commands=(("coredns", "."),),
+)
+"""The cluster DNS, with only the plugins that serve the cluster zone (no forwarding anywhere)."""
+PAUSE = GoTool(module_dir="pause", pinned_module="", commands=(("pause", "."),))
+"""The process that holds a Pod sandbox's namespaces, for the local sandbox image."""
+NODE = (KUBERNETES_NODE, CONTAINERD, KUBE_NETWORK_POLICIES, COREDNS, PAUSE)
 
 
 def go_version() -> str:
@@ -198,37 +267,65 @@ def _build(tool: GoTool, target: Path, *, log: bool) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     env = {**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"}
-    try:
-        for name, package in tool.commands:
-            if log:
-                _say(
-                    f"building {name} {tool.version()} from the official Go module "
-                    f"(first time on this machine: a few minutes; cached in {target})"
+    options = ["-trimpath", "-ldflags", " ".join(tool.ldflags())]
+    if tool.tags:
+        options += ["-tags", ",".join(tool.tags)]
+    with contextlib.ExitStack() as stack:
+        if tool.patches:
+            options.append(f"-modfile={stack.enter_context(_patched_module(tool, env, log=log))}")
+        try:
+            for name, package in tool.commands:
+                if log:
+                    _say(
+                        f"building {name} {tool.version()} from the official Go module "
+                        f"(first time on this machine: a few minutes; cached in {target})"
+                    )
+                started = time.monotonic()
+                subprocess.run(
+                    ["go", "build", *options, "-o", str(scratch / name), package],
+                    cwd=tool.source,
+                    env=env,
+                    check=True,
                 )
-            started = time.monotonic()
-            subprocess.run(
-                [
-                    "go",
-                    "build",
-                    "-trimpath",
-                    "-ldflags",
-                    " ".join(tool.ldflags()),
-                    "-o",
-                    str(scratch / name),
-                    package,
-                ],
-                cwd=tool.source,
-                env=env,
-                check=True,
-            )
+                if log:
+                    _say(f"built {name} in {time.monotonic() - started:.0f} s")
+            if target.exists():
+                shutil.rmtree(target)
+            scratch.rename(target)
+        finally:
+            if scratch.exists():
+                shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _patched_module(tool: GoTool, env: dict[str, str], *, log: bool) -> Iterator[Path]:
+    """A scratch go.mod that replaces the pinned module with a patched copy of its checksummed source."""
+    downloaded = subprocess.run(
+        ["go", "mod", "download", "-json", f"{tool.pinned_module}@{tool.version()}"],
+        cwd=tool.source,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    upstream = Path(json.loads(downloaded.stdout)["Dir"])
+    # In the system's temporary folder, never inside a git work tree: `git apply` run inside one
+    # would take the patch's paths as relative to that tree.
+    with tempfile.TemporaryDirectory(prefix=f"{tool.module_dir}-patched-") as scratch:
+        copy = Path(scratch) / "source"
+        # The module cache is read-only; the copy must be writable to be patched.
+        shutil.copytree(upstream, copy, copy_function=shutil.copyfile)
+        for patch in tool.patches:
             if log:
-                _say(f"built {name} in {time.monotonic() - started:.0f} s")
-        if target.exists():
-            shutil.rmtree(target)
-        scratch.rename(target)
-    finally:
-        if scratch.exists():
-            shutil.rmtree(scratch, ignore_errors=True)
+                _say(f"applying {tool.module_dir}/{patch} to {tool.pinned_module} {tool.version()}")
+            subprocess.run(["git", "apply", "-p1", str(tool.source / patch)], cwd=copy, check=True)
+        go_mod = Path(scratch) / "go.mod"
+        go_mod.write_text(
+            (tool.source / "go.mod").read_text() + f"\nreplace {tool.pinned_module} => {copy}\n"
+        )
+        # `-modfile` reads the go.sum next to the go.mod it is given.
+        shutil.copyfile(tool.source / "go.sum", Path(scratch) / "go.sum")
+        yield go_mod
 
 
 def _say(message: str) -> None:

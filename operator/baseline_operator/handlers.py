@@ -65,6 +65,7 @@ class OperatorContext:
     admin_blocks: AdminBlockReconciler | None = None
     admin_watches: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     """The watch of each Admin-tier kind the cluster serves, by kind."""
+    rediscovery: asyncio.Task[None] | None = None
 
 
 async def discover_admin_tiers(api: kube.KubeApi) -> frozenset[str]:
@@ -170,7 +171,7 @@ def _register_lifecycle(registry: kopf.OperatorRegistry) -> None:
 
     @kopf.on.cleanup(registry=registry, id="stop")
     async def stop(memo: OperatorContext, **_: Any) -> None:
-        tasks = [*memo.tasks, *memo.admin_watches.values()]
+        tasks = [*memo.tasks, *memo.admin_watches.values(), *([memo.rediscovery] if memo.rediscovery else [])]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -186,30 +187,33 @@ def _register_events(registry: kopf.OperatorRegistry) -> None:
         "rbac.authorization.k8s.io", "v1", "clusterroles", registry=registry, id="cluster_role_event"
     )(_cluster_role_event)
     # Namespaces, the managed kinds and the default ServiceAccounts are watched by watch.py, started with
-    # the engine; so are the Admin-tier kinds, where the cluster serves them. Their CRDs appearing or going
-    # changes which: discovery again.
-    kopf.on.event(
-        "apiextensions.k8s.io",
-        "v1",
-        "customresourcedefinitions",
-        registry=registry,
-        id="network_policy_api_crd_event",
-        when=lambda name, **_: name in _ADMIN_TIER_CRDS,
-    )(_network_policy_api_changed)
+    # the engine; so are the Admin-tier kinds, where the cluster serves them, and the CRDs that decide
+    # which (a plain watch: kopf's watches do not wait out a 429's Retry-After).
 
 
 _ADMIN_TIER_CRDS = frozenset(f"{kind.plural}.{kind.api_version.split('/')[0]}" for kind in ADMIN_TIER_KINDS)
 
 
-async def _network_policy_api_changed(memo: OperatorContext, **_: Any) -> None:
-    """An Admin-tier CRD was created, changed or deleted: discover what is served now, and follow it.
+def _crd_event(memo: OperatorContext, event_type: str, body: Mapping[str, Any]) -> None:
+    """An Admin-tier CRD was created, changed or deleted: discover what is served now, and follow it."""
+    del event_type
+    if (body.get("metadata") or {}).get("name") in _ADMIN_TIER_CRDS:
+        if memo.rediscovery is not None:
+            memo.rediscovery.cancel()  # one look-again series at a time, from the latest change
+        memo.rediscovery = asyncio.create_task(_network_policy_api_changed(memo), name="rediscovery")
 
-    Discovery lags the CRD's own events by a moment (a CRD is Established before its group is listed):
-    look again a few times over the next seconds.
+
+async def _network_policy_api_changed(memo: OperatorContext) -> None:
+    """Discover again, a few times over the next seconds.
+
+    Discovery lags a CRD's own events by a moment (a CRD is Established before its group is listed).
     """
     for delay in _REDISCOVERY_DELAYS:
         await asyncio.sleep(delay)
-        await _rediscover(memo)
+        try:
+            await _rediscover(memo)
+        except kube.ApiError as error:
+            logger.warning("discovering the network policy API failed: %s", error)
 
 
 _REDISCOVERY_DELAYS = (0.0, 0.5, 1.0, 2.0, 5.0)
@@ -301,6 +305,10 @@ def _start_watches(memo: OperatorContext) -> None:
             field_selector=field_selector(kind),
         )
         memo.tasks.append(asyncio.create_task(watch.run(), name=f"watch-{kind.plural}"))
+    crds = KindWatch(
+        memo.api, kube.CUSTOM_RESOURCE_DEFINITION, "", functools.partial(_crd_event, memo), lambda: None
+    )
+    memo.tasks.append(asyncio.create_task(crds.run(), name="watch-customresourcedefinitions"))
 
 
 def _start_admin_watch(memo: OperatorContext, kind: kube.Kind) -> None:

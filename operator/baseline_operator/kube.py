@@ -73,6 +73,9 @@ EVENT = Kind("v1", "Event", "events", namespaced=True)
 SECURITY_BASELINE = Kind("baseline.dev/v1alpha1", "SecurityBaseline", "securitybaselines", namespaced=False)
 LEASE = Kind("coordination.k8s.io/v1", "Lease", "leases", namespaced=True)
 CONFIG_MAP = Kind("v1", "ConfigMap", "configmaps", namespaced=True)
+CUSTOM_RESOURCE_DEFINITION = Kind(
+    "apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", namespaced=False
+)
 # The Admin tier of the network policy API (sigs.k8s.io/network-policy-api), where a cluster serves it.
 CLUSTER_NETWORK_POLICY = Kind(
     "policy.networking.k8s.io/v1alpha2", "ClusterNetworkPolicy", "clusternetworkpolicies", namespaced=False
@@ -95,6 +98,7 @@ KINDS = {
         SECURITY_BASELINE,
         LEASE,
         CONFIG_MAP,
+        CUSTOM_RESOURCE_DEFINITION,
         CLUSTER_NETWORK_POLICY,
         ADMIN_NETWORK_POLICY,
     )

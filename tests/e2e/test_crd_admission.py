@@ -235,6 +235,7 @@ def test_empty_sections_get_every_default(baselines: Baselines) -> None:
             "allowSameNamespace": False,
             "metadataAPI": {
                 "block": True,
+                "enforcement": "Auto",
                 "providers": [
                     "aws",
                     "gcp",

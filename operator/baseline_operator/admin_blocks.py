@@ -27,6 +27,7 @@ from baseline_operator.builders.admin_network_policy import (
 from baseline_operator.builders.common import METADATA_BLOCK_LABEL
 from baseline_operator.compare import differences
 from baseline_operator.spec import BaselineRef, MetadataEnforcement, Mode
+from baseline_operator.supervision import NO_HEARTBEAT, Heartbeat, wait_beating
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -158,11 +159,11 @@ class AdminBlockReconciler:
         if self._waiting:
             self._wanted.set()
 
-    async def run(self) -> None:
+    async def run(self, heartbeat: Heartbeat = NO_HEARTBEAT) -> None:
         delay = self.retry_initial
         self._wanted.set()
         while True:
-            await self._wanted.wait()
+            await wait_beating(self._wanted, heartbeat)
             self._wanted.clear()
             try:
                 await self.reconcile()

@@ -83,6 +83,20 @@ def build_parser() -> argparse.ArgumentParser:
         "[BASELINE_BACKSTOP_INTERVAL] (default: %(default)s)",
     )
     run.add_argument(
+        "--watch-timeout",
+        type=int,
+        default=int(_env("WATCH_TIMEOUT", "300")),
+        help="seconds after which the API server ends each watch and the operator starts a new one "
+        "[BASELINE_WATCH_TIMEOUT] (default: %(default)s)",
+    )
+    run.add_argument(
+        "--watch-stale-after",
+        type=float,
+        default=None,
+        help="liveness fails when a watch has shown no sign of life for this long (default: the watch "
+        "timeout plus 60 s; bookmarks come about every minute)",
+    )
+    run.add_argument(
         "--admin-policy-priority",
         type=_admin_priority,
         default=_admin_priority(_env("ADMIN_POLICY_PRIORITY", "20")),
@@ -169,11 +183,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from baseline_operator.engine import EngineSettings  # noqa: PLC0415
     from baseline_operator.events import EventSettings  # noqa: PLC0415
     from baseline_operator.fights import FightSettings  # noqa: PLC0415
-    from baseline_operator.handlers import OperatorContext  # noqa: PLC0415
+    from baseline_operator.handlers import LoopBounds, OperatorContext  # noqa: PLC0415
     from baseline_operator.leader import ElectionSettings  # noqa: PLC0415
     from baseline_operator.metrics import MetricsRecorder  # noqa: PLC0415
     from baseline_operator.planner import Policy  # noqa: PLC0415
     from baseline_operator.selection import protected_namespaces  # noqa: PLC0415
+    from baseline_operator.supervision import Supervisor  # noqa: PLC0415
 
     kopf.configure(verbose=args.verbose, log_prefix=True)
     if not args.verbose:
@@ -206,6 +221,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         backstop_interval=args.backstop_interval,
         operator_namespace=args.operator_namespace or None,
         admin_policy_priority=args.admin_policy_priority,
+        supervisor=Supervisor(metrics),
+        loop_bounds=LoopBounds(
+            watch_timeout=args.watch_timeout,
+            watch=args.watch_stale_after or args.watch_timeout + 60.0,
+        ),
     )
     election = None
     if args.leader_election_id:
@@ -223,41 +243,42 @@ async def _operate(context: OperatorContext, election: ElectionSettings | None, 
     from baseline_operator.leader import LeaderElector  # noqa: PLC0415
 
     async def operator() -> None:
-        # The cache is filled before kopf watches anything (see cache.py), answering the liveness probe
-        # meanwhile; kopf answers it from then on.
-        async with _waiting_health(liveness):
-            await prepare(context)
+        # The cache is filled before kopf watches anything (see cache.py).
+        await prepare(context)
         await kopf.operator(
             registry=build_registry(),
             memo=context,
             clusterwide=True,
             # One writer at a time comes from the Lease below, not from kopf's peering.
             standalone=True,
-            liveness_endpoint=liveness,
         )
 
-    try:
-        if election is None:
-            await operator()
-            return 0
-        return await _lead(context, LeaderElector(context.api, election), operator, liveness)
-    finally:
-        context.api.close()  # after the Lease is released: that needs the API too
+    async with _health_endpoints(liveness, context, standby=lambda: context.standby):
+        try:
+            if election is None:
+                await operator()
+                return 0
+            return await _lead(context, LeaderElector(context.api, election), operator)
+        finally:
+            context.api.close()  # after the Lease is released: that needs the API too
 
 
 async def _lead(
     context: OperatorContext,
     elector: LeaderElector,
     operator: Callable[[], Coroutine[Any, Any, None]],
-    liveness: str | None,
 ) -> int:
     """Wait for the Lease, work while holding it, hand it over on a graceful stop."""
     context.metrics.leading(leading=False)
-    async with _waiting_health(liveness):
-        await elector.acquire()
+    context.standby = True
+    await elector.acquire()
+    context.standby = False
     context.metrics.leading(leading=True)
+    assert context.supervisor is not None  # noqa: S101 - made in cmd_run
+    # Never restarted: a replica that cannot renew the Lease exits (below), to come back as a standby.
+    heartbeat = context.supervisor.watch("leader-election", stale_after=context.loop_bounds.other)
     working = asyncio.create_task(operator())
-    holding = asyncio.create_task(elector.hold())
+    holding = asyncio.create_task(elector.hold(heartbeat))
     await asyncio.wait({working, holding}, return_when=asyncio.FIRST_COMPLETED)
     if holding.done():
         # Another replica may take the Lease soon: stop writing now, not after a graceful shutdown.
@@ -270,19 +291,35 @@ async def _lead(
 
 
 @contextlib.asynccontextmanager
-async def _waiting_health(liveness: str | None) -> AsyncIterator[None]:
-    """Answer the liveness probe while kopf is not running yet: a standby waiting, or the cache filling."""
+async def _health_endpoints(
+    liveness: str | None, context: OperatorContext, standby: Callable[[], bool]
+) -> AsyncIterator[None]:
+    """Serve `/healthz` (liveness) at the --liveness address and `/readyz` (readiness) beside it.
+
+    Liveness fails (500) when a supervised loop is dead or stuck (supervision.py) and says which. Readiness
+    holds (200) on a standby, which is ready to take over, and on the working replica once its caches are
+    filled and its first pass over every namespace is done.
+    """
     if liveness is None:
         yield
         return
     from aiohttp import web  # noqa: PLC0415 - kopf's own HTTP library
 
-    async def healthy(_: web.Request) -> web.Response:
-        return web.json_response({"waiting": True})
+    async def healthz(_: web.Request) -> web.Response:
+        problems = context.supervisor.problems() if context.supervisor is not None else []
+        return web.json_response(
+            {"alive": not problems, "problems": problems}, status=500 if problems else 200
+        )
+
+    async def readyz(_: web.Request) -> web.Response:
+        engine = context.engine
+        ready = standby() or (engine is not None and engine.first_pass_done)
+        return web.json_response({"ready": ready, "standby": standby()}, status=200 if ready else 503)
 
     url = urllib.parse.urlsplit(liveness)
     app = web.Application()
-    app.router.add_get(url.path or "/", healthy)
+    app.router.add_get(url.path or "/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, url.hostname, url.port).start()

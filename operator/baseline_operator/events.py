@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from baseline_operator import kube
-from baseline_operator.builders.common import FIELD_MANAGER
+from baseline_operator.identity import FIELD_MANAGER
 from baseline_operator.status import timestamp
+from baseline_operator.supervision import NO_HEARTBEAT, Heartbeat, get_beating
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -110,12 +111,13 @@ class EventRecorder:
         self._suppressed[key] = self._suppressed.get(key, 0) + 1
         self._on_suppressed()
 
-    async def run(self, summary_interval: float = 10.0) -> None:
+    async def run(self, heartbeat: Heartbeat = NO_HEARTBEAT, summary_interval: float = 10.0) -> None:
         """Post queued Events until cancelled; summarise suppressed ones every `summary_interval`."""
         summarise = asyncio.create_task(self._summarise(summary_interval))
         try:
             while True:
-                await self._post(await self._queue.get())
+                await self._post(await get_beating(self._queue, heartbeat))
+                heartbeat.beat()
         finally:
             summarise.cancel()
 

@@ -13,7 +13,6 @@ first reconcile sees the whole cluster.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import itertools
 import logging
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import kopf
 
-from baseline_operator import kube
+from baseline_operator import failpoints, kube
 from baseline_operator.admin_blocks import AdminBlockReconciler
 from baseline_operator.builders.admin_network_policy import DEFAULT_ADMIN_POLICY_PRIORITY
 from baseline_operator.cache import ADMIN_TIER_KINDS, MANAGED_KINDS, ClusterCache, field_selector
@@ -30,7 +29,9 @@ from baseline_operator.engine import Engine, EngineSettings
 from baseline_operator.events import EventRecorder, EventSettings
 from baseline_operator.metrics import MetricsRecorder
 from baseline_operator.protection import ProtectedLabelsPublisher
+from baseline_operator.supervision import NO_HEARTBEAT, Heartbeat, Supervisor, wait_beating
 from baseline_operator.watch import KindWatch
+from baseline_operator.work_queue import Priority
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -38,6 +39,21 @@ if TYPE_CHECKING:
     from baseline_operator.planner import Policy
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoopBounds:
+    """How long each kind of loop may go without a heartbeat before liveness fails (seconds).
+
+    Generous on purpose: under API Priority and Fairness one request may wait out Retry-After eight times
+    (up to 4 minutes); a Pod restarted for that would only add load. A watch beats on every bookmark (about
+    once a minute) and every new watch (every `watch_timeout`).
+    """
+
+    watch_timeout: int = 300
+    watch: float = 360.0
+    worker: float = 600.0
+    other: float = 600.0
 
 
 @dataclass
@@ -51,7 +67,9 @@ class OperatorContext:
     event_settings: EventSettings = field(default_factory=EventSettings)
     metrics: MetricsRecorder = field(default_factory=MetricsRecorder)
     engine: Engine | None = None
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    supervisor: Supervisor | None = None
+    """Runs every long-running loop (see supervision.py); made in `start`, or given by the command line."""
+    loop_bounds: LoopBounds = field(default_factory=LoopBounds)
     generations: dict[str, tuple[str, int]] = field(default_factory=dict)
     cache: ClusterCache = field(default_factory=ClusterCache)
     """Filled before kopf starts (`ClusterCache.fill`), then kept current by the event handlers."""
@@ -63,9 +81,9 @@ class OperatorContext:
     protected_labels: ProtectedLabelsPublisher | None = None
     admin_policy_priority: int = DEFAULT_ADMIN_POLICY_PRIORITY
     admin_blocks: AdminBlockReconciler | None = None
-    admin_watches: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-    """The watch of each Admin-tier kind the cluster serves, by kind."""
     rediscovery: asyncio.Task[None] | None = None
+    standby: bool = False
+    """Waiting for the Lease: ready to take over, working on nothing."""
 
 
 async def discover_admin_tiers(api: kube.KubeApi) -> frozenset[str]:
@@ -152,31 +170,39 @@ def _register_lifecycle(registry: kopf.OperatorRegistry) -> None:
         # with, and an event that brings nothing new enqueues nothing.
         engine.enqueue_all()
         memo.engine = engine
-        memo.tasks.append(asyncio.create_task(events.run(), name="events"))
-        memo.tasks.append(asyncio.create_task(engine.run(), name="engine"))
-        memo.tasks.append(asyncio.create_task(_backstop(memo), name="backstop"))
-        if memo.operator_namespace:
-            memo.protected_labels = ProtectedLabelsPublisher(
-                memo.api, memo.operator_namespace, memo.cache.baselines
-            )
-            memo.tasks.append(asyncio.create_task(memo.protected_labels.run(), name="protected-labels"))
-        memo.admin_blocks = AdminBlockReconciler(
-            memo.api, memo.cache, memo.metrics, memo.admin_policy_priority
-        )
-        memo.tasks.append(asyncio.create_task(memo.admin_blocks.run(), name="admin-blocks"))
-        _start_watches(memo)
-        for kind in ADMIN_TIER_KINDS:
-            if kind.kind in memo.cache.admin_tiers:
-                _start_admin_watch(memo, kind)
+        _start_loops(memo, events, engine)
 
     @kopf.on.cleanup(registry=registry, id="stop")
     async def stop(memo: OperatorContext, **_: Any) -> None:
-        tasks = [*memo.tasks, *memo.admin_watches.values(), *([memo.rediscovery] if memo.rediscovery else [])]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if memo.rediscovery is not None:
+            memo.rediscovery.cancel()
+        if memo.supervisor is not None:
+            await memo.supervisor.stop()
+        if memo.engine is not None:
+            memo.engine.queue.cancel_timers()
+
+
+def _start_loops(memo: OperatorContext, events: EventRecorder, engine: Engine) -> None:
+    """Every long-running loop, under the supervisor, with the heartbeat bound of its kind."""
+    if memo.supervisor is None:
+        memo.supervisor = Supervisor(memo.metrics)
+    supervisor, bounds = memo.supervisor, memo.loop_bounds
+    supervisor.start("events", events.run, stale_after=bounds.other)
+    for index in range(memo.engine_settings.workers):
+        supervisor.start(f"reconcile-{index}", engine.work, stale_after=bounds.worker)
+    supervisor.start("status-writer", engine.write_statuses, stale_after=bounds.other)
+    supervisor.start("backstop", functools.partial(_backstop, memo), stale_after=bounds.other)
+    if memo.operator_namespace:
+        memo.protected_labels = ProtectedLabelsPublisher(
+            memo.api, memo.operator_namespace, memo.cache.baselines
+        )
+        supervisor.start("protected-labels", memo.protected_labels.run, stale_after=bounds.other)
+    memo.admin_blocks = AdminBlockReconciler(memo.api, memo.cache, memo.metrics, memo.admin_policy_priority)
+    supervisor.start("admin-blocks", memo.admin_blocks.run, stale_after=bounds.other)
+    _start_watches(memo)
+    for kind in ADMIN_TIER_KINDS:
+        if kind.kind in memo.cache.admin_tiers:
+            _start_admin_watch(memo, kind)
 
 
 def _register_events(registry: kopf.OperatorRegistry) -> None:
@@ -228,9 +254,8 @@ async def _rediscover(memo: OperatorContext) -> None:
     logger.info("the network policy API served now: %s", ", ".join(sorted(served)) or "none")
     for kind in ADMIN_TIER_KINDS:
         if kind.kind in memo.cache.admin_tiers and kind.kind not in served:
-            task = memo.admin_watches.pop(kind.kind, None)
-            if task is not None:
-                task.cancel()
+            if memo.supervisor is not None:
+                memo.supervisor.forget(f"watch-{kind.plural}")
             memo.cache.drop_kind(kind)
         elif kind.kind in served and kind.kind not in memo.cache.admin_tiers:
             memo.cache.listed_versions[kind] = ""  # the watch lists it first
@@ -295,6 +320,8 @@ def _start_watches(memo: OperatorContext) -> None:
     No label selector on the managed kinds: an object relabelled away from us must still reach the cache,
     to leave it.
     """
+    assert memo.supervisor is not None  # noqa: S101 - started from `start`, after the supervisor
+    bounds = memo.loop_bounds
     for kind in LEAN_WATCHED_KINDS:
         watch = KindWatch(
             memo.api,
@@ -303,23 +330,31 @@ def _start_watches(memo: OperatorContext) -> None:
             on_event=functools.partial(_watched_event, kind, memo),
             on_relisted=memo.resync_wanted.set,
             field_selector=field_selector(kind),
+            timeout_seconds=bounds.watch_timeout,
         )
-        memo.tasks.append(asyncio.create_task(watch.run(), name=f"watch-{kind.plural}"))
+        memo.supervisor.start(f"watch-{kind.plural}", watch.run, stale_after=bounds.watch)
     crds = KindWatch(
-        memo.api, kube.CUSTOM_RESOURCE_DEFINITION, "", functools.partial(_crd_event, memo), lambda: None
+        memo.api,
+        kube.CUSTOM_RESOURCE_DEFINITION,
+        "",
+        functools.partial(_crd_event, memo),
+        lambda: None,
+        timeout_seconds=bounds.watch_timeout,
     )
-    memo.tasks.append(asyncio.create_task(crds.run(), name="watch-customresourcedefinitions"))
+    memo.supervisor.start("watch-customresourcedefinitions", crds.run, stale_after=bounds.watch)
 
 
 def _start_admin_watch(memo: OperatorContext, kind: kube.Kind) -> None:
+    assert memo.supervisor is not None  # noqa: S101 - as above
     watch = KindWatch(
         memo.api,
         kind,
         memo.cache.listed_versions.get(kind, ""),
         on_event=functools.partial(_admin_event, kind, memo),
         on_relisted=memo.resync_wanted.set,
+        timeout_seconds=memo.loop_bounds.watch_timeout,
     )
-    memo.admin_watches[kind.kind] = asyncio.create_task(watch.run(), name=f"watch-{kind.plural}")
+    memo.supervisor.start(f"watch-{kind.plural}", watch.run, stale_after=memo.loop_bounds.watch)
 
 
 def _admin_event(kind: kube.Kind, memo: OperatorContext, event_type: str, body: Mapping[str, Any]) -> None:
@@ -351,33 +386,49 @@ def _heard(event_type: str, body: Mapping[str, Any], key: tuple[str, str, str], 
     engine.heard(key, str(metadata.get("uid", "")), str(metadata.get("resourceVersion", "")))
 
 
-async def _backstop(memo: OperatorContext) -> None:
-    """Resync soon after kopf re-listed, and every `backstop_interval` anyway, then compare every namespace.
+async def _backstop(memo: OperatorContext, heartbeat: Heartbeat = NO_HEARTBEAT) -> None:
+    """Resync soon after a watch re-listed, and every `backstop_interval` anyway; then compare everything.
 
-    The resync drops what the cache holds but the API no longer has; the comparison catches any missed event.
+    The resync drops what the cache holds but the API no longer has (and what the engine remembers of
+    namespaces gone meanwhile); the comparison catches any missed event. A resync that fails is tried
+    again after a back-off (0.5 s doubling to 30 s), not after a whole interval: a baseline deleted during
+    a watch gap must not stay enforced for ten minutes.
     """
+    retry = _RESYNC_RETRY_INITIAL
     while True:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(memo.resync_wanted.wait(), timeout=memo.backstop_interval)
+        if await wait_beating(memo.resync_wanted, heartbeat, at_most=memo.backstop_interval):
             await asyncio.sleep(2.0)  # let the other kinds' lists finish too: one resync for all
         memo.resync_wanted.clear()
-        if memo.engine is None:
-            continue
-        known = {baseline.uid: baseline.name for baseline in memo.cache.baselines()}
-        try:
-            gone = await memo.cache.resync(memo.api)
-        except kube.ApiError as error:
-            logger.warning("resync skipped: %s", error)
-            continue
-        if gone:
-            logger.info("resync: %d cached objects were deleted while a watch was down", len(gone))
-        if gone & known.keys() and memo.protected_labels is not None:
-            memo.protected_labels.baselines_changed()
-        for name in (known[uid] for uid in gone & known.keys()):
-            if memo.cache.baseline(name) is None:
-                memo.generations.pop(name, None)
-                memo.engine.baseline_deleted(name)
-        memo.engine.enqueue_all()
+        while memo.engine is not None:
+            try:
+                await _resync(memo, memo.engine)
+                retry = _RESYNC_RETRY_INITIAL
+                break
+            except kube.ApiError as error:
+                logger.warning("resync failed (%s); trying again in %.1f s", error, retry)
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, _RESYNC_RETRY_MAX)
+                heartbeat.beat()
+
+
+_RESYNC_RETRY_INITIAL = 0.5
+_RESYNC_RETRY_MAX = 30.0
+
+
+async def _resync(memo: OperatorContext, engine: Engine) -> None:
+    known = {baseline.uid: baseline.name for baseline in memo.cache.baselines()}
+    await failpoints.hit("resync")
+    gone = await memo.cache.resync(memo.api)
+    if gone:
+        logger.info("resync: %d cached objects were deleted while a watch was down", len(gone))
+    if gone & known.keys() and memo.protected_labels is not None:
+        memo.protected_labels.baselines_changed()
+    for name in (known[uid] for uid in gone & known.keys()):
+        if memo.cache.baseline(name) is None:
+            memo.generations.pop(name, None)
+            engine.baseline_deleted(name)
+    engine.namespaces_gone(memo.cache.namespace_names())
+    engine.enqueue_all(Priority.BACKSTOP)
 
 
 def _note_listing(event: kopf.RawEvent, resource: str, memo: OperatorContext) -> None:

@@ -27,7 +27,7 @@ import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from baseline_operator.builders.common import FIELD_MANAGER
+from baseline_operator.identity import FIELD_MANAGER
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping

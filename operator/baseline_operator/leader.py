@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from baseline_operator import kube
+from baseline_operator.supervision import NO_HEARTBEAT, Heartbeat
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -113,11 +114,12 @@ class LeaderElector:
             await asyncio.sleep(self.settings.retry_period)
         logger.info("leading: this replica holds Lease %s", self.settings.lease_name)
 
-    async def hold(self) -> None:
+    async def hold(self, heartbeat: Heartbeat = NO_HEARTBEAT) -> None:
         """Renew the Lease until that fails for `renew_deadline`; then return: leadership is lost."""
         last_renewed = self._clock()
         while True:
             await asyncio.sleep(self.settings.retry_period)
+            heartbeat.beat()
             # A renewal held up (a throttled API server can ask for minutes of patience) must not outlast
             # the deadline: by then a standby may be about to take over.
             left = self.settings.renew_deadline - (self._clock() - last_renewed)

@@ -60,6 +60,13 @@ class MetricsRecorder:
             drifted_labels,
             registry=registry,
         )
+        self.loop_restarts = Counter(
+            f"{PREFIX}_loop_restarts",
+            "Long-running loops (watches, reconcile workers, the status writer, ...) restarted after they "
+            "crashed (supervision.py).",
+            ["loop"],
+            registry=registry,
+        )
         self.metadata_reachable = Gauge(
             f"{PREFIX}_metadata_reachable",
             "NetworkPolicies of a namespace's own that let the pods they select reach a cloud metadata API "
@@ -182,6 +189,9 @@ class MetricsRecorder:
         else:
             self._reachable.pop(key, None)
             self._remove(self.metadata_reachable, baseline, namespace)
+
+    def loop_restarted(self, loop: str) -> None:
+        self.loop_restarts.labels(loop).inc()
 
     def forget_namespace(self, namespace: str) -> None:
         for baseline, name in [key for key in self._drifted if key[1] == namespace]:

@@ -21,11 +21,11 @@ from typing import Any
 
 from baseline_operator.builders.common import (
     BASELINE_LABEL,
-    FIELD_MANAGER,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
 )
 from baseline_operator.compare import ManagerEntry, Path, field_owners, managers, owned_paths
+from baseline_operator.identity import FIELD_MANAGER
 from baseline_operator.label_selectors import selector_from_json
 from baseline_operator.spec import BaselineSpec, LabelSelector, NamespaceInfo, SpecError, parse_spec
 from baseline_operator.takeover import PREVIOUS_VALUES_ANNOTATION, field_path, tracked_fields

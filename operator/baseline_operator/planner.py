@@ -48,13 +48,13 @@ from baseline_operator.builders.admin_network_policy import ADMIN_TIERS, effecti
 from baseline_operator.builders.common import (
     ENFORCED_LABEL,
     ENFORCED_VALUE,
-    FIELD_MANAGER,
     METADATA_BLOCK_LABEL,
     SECTION_LABEL,
 )
 from baseline_operator.builders.network_policy import BLOCK_METADATA_NAME, DEFAULT_DENY_NAME
 from baseline_operator.builders.pod_security import POD_SECURITY_LABEL_PREFIX
 from baseline_operator.compare import FieldDifference, ManagerEntry, differences, last_writer_other_than
+from baseline_operator.identity import FIELD_MANAGER
 from baseline_operator.metadata_audit import metadata_openings
 from baseline_operator.quantity import parse_quantity
 from baseline_operator.selection import SectionAssignment, assign_sections, precedence, selects

@@ -20,6 +20,7 @@ from baseline_operator.builders.protected_labels import (
     published_keys,
 )
 from baseline_operator.selection import protected_label_keys
+from baseline_operator.supervision import NO_HEARTBEAT, Heartbeat, wait_beating
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -44,11 +45,11 @@ class ProtectedLabelsPublisher:
     def baselines_changed(self) -> None:
         self._wanted.set()
 
-    async def run(self) -> None:
+    async def run(self, heartbeat: Heartbeat = NO_HEARTBEAT) -> None:
         delay = self.retry_initial
         self._wanted.set()  # the first look, at start-up
         while True:
-            await self._wanted.wait()
+            await wait_beating(self._wanted, heartbeat)
             self._wanted.clear()
             try:
                 await self._publish()

@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from baseline_operator import kube
+from baseline_operator import failpoints, kube
+from baseline_operator.supervision import NO_HEARTBEAT, Heartbeat
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -57,9 +58,11 @@ class KindWatch:
     timeout_seconds: int = 300
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
 
-    async def run(self) -> None:
+    async def run(self, heartbeat: Heartbeat = NO_HEARTBEAT) -> None:
+        """Watch for ever. Beats on every batch (bookmarks come about every minute) and every new watch."""
         failures = 0
         while True:
+            heartbeat.beat()
             started, events, failed = time.monotonic(), 0, False
             try:
                 if not self.resource_version:
@@ -70,6 +73,8 @@ class KindWatch:
                     field_selector=self.field_selector,
                     timeout_seconds=self.timeout_seconds,
                 ):
+                    await failpoints.hit(f"watch.{self.kind.plural}")
+                    heartbeat.beat()
                     events += len(batch)
                     for event in batch:
                         self._handle(event)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from baseline_operator.builders.common import FIELD_MANAGER, BuildContext, BuildError
+from baseline_operator.builders.common import BuildContext, BuildError
 from baseline_operator.builders.limit_range import build_limit_range
 from baseline_operator.builders.network_policy import build_network_policies, metadata_cidrs
 from baseline_operator.builders.pod_security import build_pod_security_namespace
 from baseline_operator.builders.resource_quota import build_resource_quota
 from baseline_operator.builders.role_bindings import PlaceholderError, build_role_bindings
 from baseline_operator.builders.service_account import build_default_service_account
+from baseline_operator.identity import FIELD_MANAGER
 from baseline_operator.spec import (
     LimitRangeSpec,
     NetworkPolicySpec,

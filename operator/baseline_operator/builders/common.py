@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     from baseline_operator.spec import BaselineRef, LabelSelector, NamespaceInfo, Section
 
-FIELD_MANAGER: Final = "baseline-operator"
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE: Final = "baseline-operator"
 BASELINE_LABEL: Final = "baseline.dev/baseline"

@@ -52,8 +52,10 @@ CHECKS_THAT_MUST_RUN = {
 """Graded, not skipped, on the Deployment: a misspelt flag or a check that skips itself passes silently."""
 
 EXCEPTIONS: set[tuple[str, str]] = set()
-"""(object, check) pairs excused by a `kube-score/ignore` annotation; the reasons are next to them. None today:
-liveness (/healthz) and readiness (/readyz) ask different questions since the operator serves both."""
+"""(object, check) pairs excused by a `kube-score/ignore` annotation; the reasons are next to them.
+
+None today: liveness (/healthz) and readiness (/readyz) ask different questions, the operator serves both.
+"""
 
 CRITICAL, WARNING = 1, 5
 """kube-score's grades: 1 CRITICAL, 5 WARNING, 7 almost OK (shown as OK), 10 OK."""

@@ -1,8 +1,19 @@
-"""kopf wiring: event handlers keep the cluster cache current and enqueue work. Nothing else.
+"""Wiring: the watches keep the cluster cache current and enqueue work; the loops start under supervision.
 
-kopf watches baselines and ClusterRoles; namespaces and the kinds with an object per namespace and more
-(the managed kinds, the default ServiceAccounts) are watched by watch.py, without kopf's per-object
-machinery, and their events come to `_watched_event`.
+Which kind is watched by which, and why:
+
+- SecurityBaseline and ClusterRole: kopf (`_baseline_event`, `_cluster_role_event`). Few, rarely
+  changing; kopf discovers the CRD even when it is installed after the operator.
+- Namespace, NetworkPolicy, LimitRange, ResourceQuota, RoleBinding, the default ServiceAccounts: watch.py
+  (`_watched_event`). An object per namespace and more: kopf's per-object machinery cost a third of the
+  CPU in a roll-out.
+- ClusterNetworkPolicy and AdminNetworkPolicy: watch.py (`_admin_event`), only while the cluster serves
+  them (the Admin-tier metadata blocks).
+- CustomResourceDefinition: watch.py (`_crd_event`), for the network policy API appearing or going (a
+  plain watch waits out a 429's Retry-After; kopf's does not).
+
+Every loop (those watches, the engine's workers and status writer, the backstop, the Event sender, the
+publishers) runs under the supervisor (supervision.py), which restarts a crashed one and feeds liveness.
 
 Only `@kopf.on.event` handlers are used, because they write nothing to the objects they watch: no
 `last-handled-configuration` annotation, no progress annotations and no finalizers on users' Namespaces or

@@ -2,8 +2,8 @@
 #
 #   docker build -t baseline-operator:0.1.0 .
 #
-# The builder stage builds the project's wheel and installs it, with its dependencies from PyPI, into a
-# virtualenv; the runtime stage receives that virtualenv and nothing else from the build context. Both
+# The builder stage installs the locked dependencies (requirements/runtime.txt: every version and hash
+# pinned, `pip install --require-hashes`) and the project's wheel into a virtualenv; the runtime stage receives that virtualenv and nothing else from the build context. Both
 # stages start from the same image, so the virtualenv's interpreter link (/usr/local/bin/python) and its
 # site-packages path (/opt/venv/lib/python3.11) are valid unchanged in the runtime stage.
 #
@@ -25,6 +25,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY requirements/runtime.txt requirements/
 COPY operator/ operator/
 
 # The virtualenv gets neither pip nor setuptools: the builder's pip installs into it from outside, and the
@@ -32,7 +33,9 @@ COPY operator/ operator/
 # interpreter never compares timestamps (which COPY need not preserve) and never recompiles.
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
     && python -m venv --without-pip /opt/venv \
-    && pip --python /opt/venv/bin/python install --no-cache-dir --no-compile /wheels/*.whl \
+    && pip --python /opt/venv/bin/python install --no-cache-dir --no-compile --require-hashes \
+        -r requirements/runtime.txt \
+    && pip --python /opt/venv/bin/python install --no-cache-dir --no-compile --no-deps /wheels/*.whl \
     && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv/lib
 
 

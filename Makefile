@@ -11,15 +11,20 @@ DEV := .dev
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(VENV)/.installed: pyproject.toml
-	@echo "==> setting up $(VENV) (Python dependencies from PyPI)"
+$(VENV)/.installed: pyproject.toml requirements/dev.txt
+	@echo "==> setting up $(VENV) (Python dependencies from PyPI, exactly as locked in requirements/dev.txt)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/pip install --quiet --upgrade pip
-	@$(BIN)/pip install --quiet -e '.[dev]'
+	@$(BIN)/pip install --quiet --require-hashes -r requirements/dev.txt
+	@$(BIN)/pip install --quiet --no-deps -e .
 	@touch $@
 
 .PHONY: setup
-setup: $(VENV)/.installed ## Create .venv with the operator and its dev tools
+setup: $(VENV)/.installed ## Create .venv with the operator and its dev tools (locked: requirements/)
+
+.PHONY: lock
+lock: setup ## Regenerate the lock files in requirements/ from pyproject.toml (UPGRADE=1: newest allowed)
+	@hack/lock.sh
 
 .PHONY: controlplane
 controlplane: setup ## Build etcd, kube-apiserver, kube-controller-manager, kubectl, prometheus, promtool, conftest, kube-score (cached)

@@ -27,16 +27,30 @@ lock: setup ## Regenerate the lock files in requirements/ from pyproject.toml (U
 	@hack/lock.sh
 
 .PHONY: controlplane
-controlplane: setup ## Build etcd, kube-apiserver, kube-controller-manager, kubectl, prometheus, promtool, conftest, kube-score (cached)
+controlplane: setup ## Build etcd, kube-apiserver, kube-controller-manager, kubectl (cached)
 	@echo "==> control-plane binaries (cold build: several minutes on 2 cores, then cached)"
 	@$(BIN)/baseline-localcluster build
 
+.PHONY: test-tools
+test-tools: setup ## Build the test tools: Prometheus, promtool, Conftest, kube-score, Helm (cached)
+	@echo "==> test tools (cold build: several minutes on 2 cores, then cached)"
+	@$(BIN)/baseline-localcluster build --tools
+
+.PHONY: node-packages
+node-packages: ## Debian packages the real node needs: runc, CNI plugins, busybox-static, nftables, iptables (root)
+	@hack/install-node-packages.sh
+
+.PHONY: node
+node: setup node-packages ## Build the real node: kubelet, kube-proxy, kube-scheduler, containerd, kube-network-policies, CoreDNS, pause (cached)
+	@echo "==> real-node binaries (cold build: several minutes on 2 cores, then cached)"
+	@$(BIN)/baseline-localcluster build --node
+
 .PHONY: cluster-up
-cluster-up: controlplane ## Start the local control plane; writes .dev/kubeconfig
-	@$(BIN)/baseline-localcluster --dev-dir $(DEV) up
+cluster-up: controlplane $(if $(NODE),node) ## Start the local control plane (NODE=1: and a real node, needs root); writes .dev/kubeconfig
+	@$(BIN)/baseline-localcluster --dev-dir $(DEV) up $(if $(NODE),--node)
 
 .PHONY: cluster-down
-cluster-down: ## Stop the local control plane and remove its state
+cluster-down: ## Stop the local control plane (and node) and remove its state, namespaces, mounts, cgroups
 	@if [ -x $(BIN)/baseline-localcluster ]; then $(BIN)/baseline-localcluster --dev-dir $(DEV) down; fi
 
 .PHONY: demo
@@ -56,16 +70,20 @@ unit: setup ## Unit tests (no cluster, seconds)
 	@$(BIN)/pytest tests/unit
 
 .PHONY: e2e
-e2e: controlplane ## End-to-end tests on a real local control plane started for the session
+e2e: controlplane test-tools ## End-to-end tests on a real local control plane started for the session
 	@$(BIN)/pytest tests/e2e
 
+.PHONY: node-test
+node-test: node ## Smoke tests of the real node (Pods, DNS, NetworkPolicies on packets, teardown; root)
+	@$(BIN)/pytest tests/node
+
 .PHONY: test
-test: lint controlplane ## Everything CI runs: lint, unit and e2e tests
+test: lint controlplane test-tools node ## Everything CI runs: lint, unit, e2e and real-node tests
 	@echo "==> tests (unit, then e2e on a real control plane)"
 	@$(BIN)/pytest tests
 
 .PHONY: test-faults
-test-faults: lint controlplane ## Every fault scenario at full size (10 SIGKILL trials x 300 namespaces, 2 min outage, 3 min churn), with the times measured
+test-faults: lint controlplane test-tools ## Every fault scenario at full size (10 SIGKILL trials x 300 namespaces, 2 min outage, 3 min churn), with the times measured
 	@BASELINE_FAULTS=all $(BIN)/pytest -rP tests/e2e/test_faults.py tests/e2e/test_api_faults.py tests/e2e/test_conflicts.py tests/e2e/test_high_availability.py
 
 $(VENV)/.installed-bench: $(VENV)/.installed
@@ -76,6 +94,10 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 .PHONY: bench
 bench: controlplane $(VENV)/.installed-bench ## Benchmarks on a local control plane (~15 min; BENCH_ARGS=--quick: ~3 min) -> bench/results/
 	@$(BIN)/python -m bench $(BENCH_ARGS)
+
+.PHONY: chart
+chart: setup ## Regenerate the Helm chart's templates from manifests/ (charts/baseline-operator)
+	@$(BIN)/python hack/gen-chart.py
 
 .PHONY: clean
 clean: cluster-down ## Remove local state (not the cached binaries)

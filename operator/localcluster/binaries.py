@@ -60,6 +60,8 @@ class GoTool:
     patches: tuple[str, ...] = ()
     """Patch files in the module folder, applied in order (`git apply`, -p1) to a copy of the pinned
     module's source, which the build then uses through a `replace` in a scratch go.mod."""
+    env: tuple[tuple[str, str], ...] = ()
+    """Extra environment for `go build`, over its defaults (CGO_ENABLED=0, GOTOOLCHAIN=local, read-only)."""
 
     @property
     def source(self) -> Path:
@@ -141,6 +143,8 @@ class GoTool:
         # Only tools that have tags or patches hash them, so the older tools' cache keys stay as they were.
         if self.tags:
             digest.update(("tags:" + ",".join(self.tags)).encode())
+        if self.env:
+            digest.update(("env:" + ",".join(f"{key}={value}" for key, value in self.env)).encode())
         for patch in self.patches:
             digest.update(b"patch:" + (self.source / patch).read_bytes())
         return cache_root() / "bin" / f"{self.module_dir}-{self.version()}-{digest.hexdigest()[:12]}"
@@ -180,7 +184,15 @@ KUBE_SCORE = GoTool(
 )
 """kube-score, an independent second opinion on our manifests: its own checks, not our Rego rules."""
 POLICY_TOOLS = (CONFTEST, KUBE_SCORE)
-TOOLS = (*CONTROL_PLANE, PROMETHEUS, *POLICY_TOOLS)
+HELM = GoTool(
+    module_dir="helm",
+    pinned_module="helm.sh/helm/v3",
+    commands=(("helm", "helm.sh/helm/v3/cmd/helm"),),
+)
+"""Helm lints, renders and installs the chart (charts/baseline-operator) in the tests."""
+TEST_TOOLS = (PROMETHEUS, *POLICY_TOOLS, HELM)
+"""What the tests need besides the control plane (and, for tests/node, the node); `make demo` needs none."""
+TOOLS = (*CONTROL_PLANE, *TEST_TOOLS)
 
 KUBERNETES_NODE = GoTool(
     module_dir="kubernetes-node",
@@ -266,7 +278,13 @@ def _build(tool: GoTool, target: Path, *, log: bool) -> None:
     # Build into a scratch folder and rename at the end, so an interrupted build never looks complete.
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    env = {**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"}
+    env = {
+        **os.environ,
+        "CGO_ENABLED": "0",
+        "GOTOOLCHAIN": "local",
+        "GOFLAGS": "-mod=readonly",
+        **dict(tool.env),
+    }
     options = ["-trimpath", "-ldflags", " ".join(tool.ldflags())]
     if tool.tags:
         options += ["-tags", ",".join(tool.tags)]

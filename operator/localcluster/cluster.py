@@ -4,6 +4,9 @@ It is what the e2e tests, the demo and the benchmarks run against: RBAC on, Pod 
 API Priority and Fairness on, an audit log of every request, and the controllers without which the
 cluster behaves unlike production (namespace deletion, garbage collection, quota, role aggregation,
 ServiceAccounts, root CA). There are no nodes, no scheduler and no CNI: pods are stored, never run.
+With a real node (`localcluster.node.LocalNode`) the same control plane runs inside the node's network
+namespace instead of on the host's loopback, gains kube-scheduler and the controllers that run workloads
+(Deployments, DaemonSets, EndpointSlices), and authorizes kubelets with the Node authorizer.
 
 Every child process is started in its own session (so a Ctrl-C in the terminal reaches us, not them,
 and we stop them in order) and with PR_SET_PDEATHSIG, so that if whoever started them dies — a test run
@@ -29,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import yaml
 
-from localcluster import binaries
+from localcluster import binaries, netns
 from localcluster.pki import CertificateAuthority, CertificateFiles, write_service_account_keys
 
 if TYPE_CHECKING:
@@ -66,6 +69,16 @@ _AUDIT_POLICY = {
         {"level": "Metadata"},
     ],
 }
+_NODE_CONTROLLERS = (
+    # What a cluster that runs Pods needs besides: workloads and the Services' EndpointSlices.
+    "deployment-controller",
+    "replicaset-controller",
+    "daemonset-controller",
+    "endpointslice-controller",
+    "pod-garbage-collector-controller",
+    # Takes away the not-ready taint the kubelet registers its Node with, once the Node is Ready.
+    "node-lifecycle-controller",
+)
 
 
 class ClusterError(RuntimeError):
@@ -87,16 +100,21 @@ def free_port() -> int:
 
 
 @dataclass
-class _Process:
+class Process:
+    """One long-running component: started in its own session, killed with its parent, logged to a file."""
+
     name: str
     args: list[str]
     log: Path
     popen: subprocess.Popen[bytes] | None = None
+    netns: Path | None = None
+    """Run it inside this network namespace (via nsenter, which execs it: the pid stays the same)."""
 
     def start(self) -> None:
+        command = netns.nsenter(self.netns, *self.args) if self.netns is not None else self.args
         with self.log.open("ab") as log:
             self.popen = subprocess.Popen(
-                self.args,
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -134,8 +152,14 @@ class LocalCluster:
     binaries: dict[str, Path] = field(default_factory=dict)
     kubeconfig_path: Path | None = None
     """Where the admin kubeconfig goes; `state_dir/kubeconfig` unless given."""
-    processes: dict[str, _Process] = field(default_factory=dict)
+    processes: dict[str, Process] = field(default_factory=dict)
     apiserver_port: int = 0
+    netns: Path | None = None
+    """Run every component inside this network namespace (a real node's); None: on the host's loopback."""
+    address: str = "127.0.0.1"
+    """The API server's address: loopback, or the node's address in `netns`, which the host reaches too."""
+    scheduler: bool = False
+    """Also run kube-scheduler (a real node needs Pods scheduled)."""
     _ca: CertificateAuthority | None = field(default=None, init=False, repr=False)
     _etcd_url: str = field(default="", init=False)
 
@@ -156,11 +180,19 @@ class LocalCluster:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.apiserver_port}"
+        return f"https://{self.address}:{self.apiserver_port}"
+
+    @property
+    def with_node(self) -> bool:
+        return self.netns is not None
 
     @property
     def _controller_manager_kubeconfig(self) -> Path:
         return self.state_dir / "controller-manager.kubeconfig"
+
+    @property
+    def _scheduler_kubeconfig(self) -> Path:
+        return self.state_dir / "scheduler.kubeconfig"
 
     @property
     def pki_dir(self) -> Path:
@@ -172,20 +204,15 @@ class LocalCluster:
         """Build or find the binaries, write certificates and start everything; return once usable."""
         if not self.binaries:
             self.binaries = binaries.ensure_control_plane()
+        if self.scheduler and "kube-scheduler" not in self.binaries:
+            self.binaries.update(binaries.ensure_control_plane(tools=(binaries.KUBERNETES_NODE,)))
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         ca = self._ca = CertificateAuthority(self.pki_dir)
-        serving = ca.issue(
-            "apiserver",
-            common_name="kube-apiserver",
-            server_hosts=(
-                "127.0.0.1",
-                "localhost",
-                "kubernetes",
-                "kubernetes.default",
-                "kubernetes.default.svc",
-                "10.0.0.1",
-            ),
-        )
+        hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "kubernetes", "kubernetes.default")
+        hosts += ("kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "10.0.0.1")
+        if self.address not in hosts:
+            hosts += (self.address,)
+        serving = ca.issue("apiserver", common_name="kube-apiserver", server_hosts=hosts)
         sa_keys = write_service_account_keys(self.pki_dir)
         self.apiserver_port = free_port()
         self.write_kubeconfig(self.kubeconfig, user=ADMIN_USER, groups=("system:masters",))
@@ -193,6 +220,8 @@ class LocalCluster:
         # credentials of its own ServiceAccount. Admission policies see who deletes what: the garbage
         # collector and the namespace controller, not "admin".
         self.write_kubeconfig(self._controller_manager_kubeconfig, user="system:kube-controller-manager")
+        if self.scheduler:
+            self.write_kubeconfig(self._scheduler_kubeconfig, user="system:kube-scheduler")
         self._define_processes(serving, sa_keys, ca.files)
         deadline = time.monotonic() + timeout
         try:
@@ -202,6 +231,8 @@ class LocalCluster:
             self._wait(deadline, "kube-apiserver", self.apiserver_ready)
             self.start_process("kube-controller-manager")
             self._wait(deadline, "kube-controller-manager", self._controllers_working)
+            if self.scheduler:
+                self.start_process("kube-scheduler")
         except BaseException:
             self.stop()
             raise
@@ -239,8 +270,39 @@ class LocalCluster:
         audit_policy = self.state_dir / "audit-policy.yaml"
         audit_policy.write_text(yaml.safe_dump(_AUDIT_POLICY))
         logs = self.state_dir / "logs"
+        apiserver_network = [
+            "--bind-address=127.0.0.1",
+            # A machine with no default route has no address to pick; loopback endpoints are invalid
+            # for the `kubernetes` Service, hence no endpoint reconciler.
+            "--advertise-address=127.0.0.1",
+            "--endpoint-reconciler-type=none",
+        ]
+        authorization = ["--authorization-mode=RBAC"]
+        controllers: tuple[str, ...] = _CONTROLLERS
+        if self.with_node:
+            kubelet_client = self.ca.issue(
+                "apiserver-kubelet-client",
+                common_name="kube-apiserver-kubelet-client",
+                organizations=("system:masters",),
+            )
+            apiserver_network = [
+                # In the node's namespace: Pods reach it through the `kubernetes` Service (kube-proxy), the
+                # host's tests over the veth to the node's address. The lease reconciler points the
+                # Service at that address.
+                "--bind-address=0.0.0.0",
+                f"--advertise-address={self.address}",
+                # The kubelet's hostname resolves nowhere in a namespace without DNS: dial its InternalIP.
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-client-certificate={kubelet_client.cert}",
+                f"--kubelet-client-key={kubelet_client.key}",
+                f"--kubelet-certificate-authority={ca.cert}",
+                # As kubeadm does: kubelets may touch only their own Node and the Pods bound to it.
+                "--enable-admission-plugins=NodeRestriction",
+            ]
+            authorization = ["--authorization-mode=Node,RBAC"]
+            controllers = (*_CONTROLLERS, *_NODE_CONTROLLERS)
         self.processes = {
-            "etcd": _Process(
+            "etcd": Process(
                 "etcd",
                 [
                     str(self.binaries["etcd"]),
@@ -256,17 +318,14 @@ class LocalCluster:
                     "--log-level=warn",
                 ],
                 logs / "etcd.log",
+                netns=self.netns,
             ),
-            "kube-apiserver": _Process(
+            "kube-apiserver": Process(
                 "kube-apiserver",
                 [
                     str(self.binaries["kube-apiserver"]),
                     f"--etcd-servers={self._etcd_url}",
-                    "--bind-address=127.0.0.1",
-                    # A machine with no default route has no address to pick; loopback endpoints are invalid
-                    # for the `kubernetes` Service, hence no endpoint reconciler.
-                    "--advertise-address=127.0.0.1",
-                    "--endpoint-reconciler-type=none",
+                    *apiserver_network,
                     f"--secure-port={self.apiserver_port}",
                     f"--cert-dir={self.pki_dir}",
                     f"--tls-cert-file={serving.cert}",
@@ -275,7 +334,7 @@ class LocalCluster:
                     "--service-account-issuer=https://kubernetes.default.svc",
                     f"--service-account-key-file={sa_keys.cert}",
                     f"--service-account-signing-key-file={sa_keys.key}",
-                    "--authorization-mode=RBAC",
+                    *authorization,
                     "--service-cluster-ip-range=10.0.0.0/24",
                     "--allow-privileged=true",
                     f"--audit-policy-file={audit_policy}",
@@ -286,14 +345,15 @@ class LocalCluster:
                     "--profiling=false",
                 ],
                 logs / "kube-apiserver.log",
+                netns=self.netns,
             ),
-            "kube-controller-manager": _Process(
+            "kube-controller-manager": Process(
                 "kube-controller-manager",
                 [
                     str(self.binaries["kube-controller-manager"]),
                     f"--kubeconfig={self._controller_manager_kubeconfig}",
                     "--use-service-account-credentials=true",
-                    f"--controllers={','.join(_CONTROLLERS)}",
+                    f"--controllers={','.join(controllers)}",
                     "--leader-elect=false",
                     "--secure-port=0",
                     f"--root-ca-file={ca.cert}",
@@ -303,8 +363,23 @@ class LocalCluster:
                     "--concurrent-namespace-syncs=5",
                 ],
                 logs / "kube-controller-manager.log",
+                netns=self.netns,
             ),
         }
+        if self.scheduler:
+            self.processes["kube-scheduler"] = Process(
+                "kube-scheduler",
+                [
+                    str(self.binaries["kube-scheduler"]),
+                    f"--kubeconfig={self._scheduler_kubeconfig}",
+                    f"--authentication-kubeconfig={self._scheduler_kubeconfig}",
+                    f"--authorization-kubeconfig={self._scheduler_kubeconfig}",
+                    "--leader-elect=false",
+                    "--secure-port=0",
+                ],
+                logs / "kube-scheduler.log",
+                netns=self.netns,
+            )
 
     def write_kubeconfig(self, path: Path, *, user: str, groups: tuple[str, ...] = ()) -> Path:
         """Write a kubeconfig for a client certificate with this user and groups (CN and O)."""
@@ -349,11 +424,13 @@ class LocalCluster:
         raise ClusterError(f"{name} was not ready in time; its log ends with:\n{self.processes[name].tail()}")
 
     def _etcd_healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self._etcd_url}/health", timeout=2) as response:  # noqa: S310
-                return bool(json.load(response).get("health") == "true")
-        except (OSError, ValueError):
-            return False
+        # With a node, etcd listens on the node namespace's loopback, out of the host's (and Pods') reach.
+        with netns.entered(self.netns) if self.netns is not None else contextlib.nullcontext():
+            try:
+                with urllib.request.urlopen(f"{self._etcd_url}/health", timeout=2) as response:  # noqa: S310
+                    return bool(json.load(response).get("health") == "true")
+            except (OSError, ValueError):
+                return False
 
     def _ssl_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(self.ca.files.cert))

@@ -1,0 +1,161 @@
+"""The Helm chart: generated from manifests/, equal to them with its defaults, linted, and installable.
+
+Helm is built from its official Go module (tools/helm), cached like the control plane.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import yaml
+
+from localcluster import LocalCluster
+from localcluster.binaries import HELM, KUBERNETES, ensure_built
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "baseline-operator"
+NAMESPACE = "baseline-system"
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    return ensure_built(HELM) / "helm"
+
+
+def run(*command: str | Path) -> str:
+    result = subprocess.run([str(part) for part in command], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def objects(rendered: str) -> dict[tuple[str, str, str], dict[str, Any]]:
+    found = {}
+    for document in yaml.safe_load_all(rendered):
+        if document:
+            metadata = document["metadata"]
+            found[(document["kind"], metadata.get("namespace", ""), metadata["name"])] = document
+    return found
+
+
+def test_the_templates_are_what_the_generator_writes_from_manifests() -> None:
+    result = subprocess.run(
+        [sys.executable, REPO / "hack" / "gen-chart.py", "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_with_its_defaults_the_chart_renders_exactly_the_manifests(helm: Path) -> None:
+    kustomized = objects(run(KUBERNETES.cache_dir() / "kubectl", "kustomize", REPO / "manifests"))
+    render = ("template", "baseline-operator", CHART, "--namespace", NAMESPACE, "--include-crds")
+    charted = objects(run(helm, *render))
+    # `helm install` needs the namespace first: by default the chart leaves it out, and only it.
+    assert set(kustomized) - set(charted) == {("Namespace", "", NAMESPACE)}
+    charted = objects(run(helm, *render, "--set", "namespace.create=true"))
+    assert sorted(charted) == sorted(kustomized)
+    for key, manifest in kustomized.items():
+        assert charted[key] == manifest, key
+
+
+def test_the_values_change_what_they_name(helm: Path) -> None:
+    rendered = objects(
+        run(
+            helm,
+            "template",
+            "baseline-operator",
+            CHART,
+            "--namespace",
+            "platform",
+            *("--set", "replicas=3"),
+            *("--set", "image.digest=sha256:" + "1" * 64),
+            *("--set", "allowedClusterRoles={view}"),
+            *("--set", "extraProtectedNamespaces={legacy,billing}"),
+            *("--set", "admissionProtection.validationActions={Warn,Audit}"),
+            *("--set", "admissionProtection.selectionLabels=false"),
+            *("--set", "metrics.serviceMonitor=true"),
+        )
+    )
+    deployment = rendered["Deployment", "platform", "baseline-operator"]
+    assert deployment["spec"]["replicas"] == 3
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"].endswith("@sha256:" + "1" * 64)
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["BASELINE_ALLOWED_CLUSTER_ROLES"] == "view"
+    assert env["BASELINE_EXTRA_PROTECTED_NAMESPACES"] == "legacy,billing"
+    bind = next(
+        rule
+        for rule in rendered["ClusterRole", "", "baseline-operator"]["rules"]
+        if rule["verbs"] == ["bind"]
+    )
+    assert bind["resourceNames"] == ["view"]
+    binding = rendered["ValidatingAdmissionPolicyBinding", "", "baseline-operator-managed-objects"]
+    assert binding["spec"]["validationActions"] == ["Warn", "Audit"]
+    assert ("ValidatingAdmissionPolicy", "", "baseline-operator-selection-labels") not in rendered
+    policy = rendered["ValidatingAdmissionPolicy", "", "baseline-operator-managed-objects"]
+    assert "system:serviceaccount:platform:baseline-operator" in str(policy)
+    assert ("ServiceMonitor", "platform", "baseline-operator") in rendered
+
+
+def test_helm_lint_finds_nothing(helm: Path) -> None:
+    output = run(helm, "lint", "--strict", CHART, "--namespace", NAMESPACE)
+    assert "0 chart(s) failed" in output, output
+
+
+@pytest.fixture(scope="module")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A control plane of its own: the e2e tier's has the same objects installed from manifests/."""
+    cluster = LocalCluster(tmp_path_factory.mktemp("chart-cluster"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_the_chart_installs_and_uninstalls_on_a_control_plane(
+    helm: Path, control_plane: LocalCluster
+) -> None:
+    kubeconfig = str(control_plane.kubeconfig)
+    run(
+        helm,
+        *("--kubeconfig", kubeconfig),
+        "install",
+        "baseline-operator",
+        CHART,
+        *("--namespace", NAMESPACE),
+        "--create-namespace",
+        "--wait=false",
+    )
+    kubectl = KUBERNETES.cache_dir() / "kubectl"
+    installed = run(
+        kubectl,
+        *("--kubeconfig", kubeconfig),
+        "get",
+        "deployment/baseline-operator",
+        "validatingadmissionpolicybinding/baseline-operator-managed-objects",
+        "crd/securitybaselines.baseline.dev",
+        *("-n", NAMESPACE, "-o", "name"),
+    )
+    assert "deployment.apps/baseline-operator" in installed
+    assert (
+        "validatingadmissionpolicybinding.admissionregistration.k8s.io/baseline-operator-managed-objects"
+        in installed
+    )
+    run(helm, *("--kubeconfig", kubeconfig), "uninstall", "baseline-operator", *("--namespace", NAMESPACE))
+    left = run(
+        kubectl,
+        *("--kubeconfig", kubeconfig),
+        "get",
+        "validatingadmissionpolicybinding,clusterrole",
+        *("-l", "app.kubernetes.io/name=baseline-operator", "-o", "name"),
+    )
+    assert left.strip() == ""

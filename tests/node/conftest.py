@@ -1,0 +1,96 @@
+"""The real-node tier: one control plane with a real node per test session; Pods run, packets are policed.
+
+Skipped only where the machine lacks root. Anything else missing (a Debian package, a binary that does
+not build) fails the session loudly: `make node` installs and builds what the node needs.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from kubernetes import client, config
+from node_pods import Pods
+
+from localcluster import binaries, host
+from localcluster.node import LocalNode, reap_slot
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+NODE_TESTS = str(Path(__file__).parent)
+NO_ROOT = "the real node needs root (network namespaces, cgroups, mounts); this run is not root"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A node of an earlier run killed with SIGKILL still has its mounts under pytest's old folders, which
+    # pytest removes when it makes this run's: unmount them first (a Pod's volume may be a host folder).
+    if os.geteuid() == 0 and host.LEDGER_DIR.exists():
+        host.reap_dead(reap_slot)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if str(item.path).startswith(NODE_TESTS):
+            item.add_marker(pytest.mark.node)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # A cold build takes minutes: do it before the first test, outside any test's timeout.
+    if os.geteuid() == 0 and any(str(item.path).startswith(NODE_TESTS) for item in session.items):
+        binaries.ensure_control_plane(tools=(*binaries.CONTROL_PLANE, *binaries.NODE))
+
+
+def start_node(state_dir: Path) -> LocalNode:
+    if os.geteuid() != 0:
+        pytest.skip(NO_ROOT)
+    node = LocalNode(state_dir)
+    node.start()
+    return node
+
+
+@pytest.fixture(scope="session")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNode]:
+    """A control plane and a real node in a network namespace; torn down (and checked) at the end."""
+    local = start_node(tmp_path_factory.mktemp("node"))
+    try:
+        yield local
+    finally:
+        local.stop()
+    leftovers = local.leftovers()
+    assert not leftovers, f"the node's teardown left: {leftovers}"
+
+
+@pytest.fixture(scope="session")
+def api(node: LocalNode) -> client.ApiClient:
+    """An admin API client (system:masters), reaching the API server over the host's veth."""
+    return config.new_client_from_config(config_file=str(node.kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def pods(node: LocalNode, api: client.ApiClient) -> Pods:
+    return Pods(api, node.kubectl, node.kubeconfig)
+
+
+@pytest.fixture
+def make_namespace(api: client.ApiClient) -> Iterator[Callable[..., str]]:
+    """Create uniquely named namespaces; delete them after the test (without waiting)."""
+    core = client.CoreV1Api(api)
+    created: list[str] = []
+
+    def make(prefix: str = "n", labels: dict[str, str] | None = None) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
+        created.append(name)
+        return name
+
+    yield make
+    for name in created:
+        try:
+            core.delete_namespace(name)
+        except client.ApiException as error:
+            if error.status != 404:
+                raise

@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the operator's own namespace, never selected by any baseline [BASELINE_OPERATOR_NAMESPACE]",
     )
     run.add_argument(
+        "--extra-protected-namespaces",
+        default=_env("EXTRA_PROTECTED_NAMESPACES", ""),
+        help="more namespaces no baseline ever selects, comma-separated, besides kube-system, kube-public, "
+        "kube-node-lease and the operator's own [BASELINE_EXTRA_PROTECTED_NAMESPACES]",
+    )
+    run.add_argument(
         "--allowed-cluster-roles",
         default=_env("ALLOWED_CLUSTER_ROLES", _DEFAULT_ALLOWED_ROLES),
         help="comma-separated ClusterRoles baselines may bind; must match the operator's `bind` "
@@ -196,7 +202,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         # roll-out, and 4 % of the CPU time. The operator's own log says what happened.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     policy = Policy(
-        protected_namespaces=protected_namespaces(args.operator_namespace or None),
+        protected_namespaces=protected_namespaces(args.operator_namespace or None)
+        | {name.strip() for name in args.extra_protected_namespaces.split(",") if name.strip()},
         allowed_cluster_roles=frozenset(
             role.strip() for role in args.allowed_cluster_roles.split(",") if role.strip()
         ),

@@ -51,7 +51,7 @@ class _Layout:
 
 def cmd_build(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    tools = binaries.CONTROL_PLANE
+    tools: tuple[binaries.GoTool, ...] = binaries.CONTROL_PLANE
     if args.node:
         tools = (*tools, *binaries.NODE)
     if args.tools:

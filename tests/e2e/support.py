@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from kubernetes import client
 
-from localcluster.cluster import free_port
+from localcluster.operator_process import (
+    OPERATOR_NAMESPACE,
+    OperatorExitedError,
+    OperatorProcess,
+    new_operator,
+)
+
+__all__ = ["OPERATOR_NAMESPACE", "OperatorExitedError", "OperatorProcess", "new_operator"]
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-OPERATOR_NAMESPACE = "baseline-system"
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:baseline-operator"
 """The operator runs as its own ServiceAccount, with the RBAC from manifests/ (not system:masters)."""
 GROUP, VERSION, PLURAL = "baseline.dev", "v1alpha1", "securitybaselines"
@@ -69,86 +69,6 @@ def writes(audit_log: Path, *, user: str = OPERATOR_USER, since: float = 0.0) ->
         for event in audit_events(audit_log, user=user, since=since)
         if event.get("verb") in WRITE_VERBS
     ]
-
-
-@dataclass
-class OperatorProcess:
-    """The real operator, `baseline-operator run`, as a separate process."""
-
-    kubeconfig: Path
-    log: Path
-    liveness_port: int
-    metrics_port: int
-    extra_args: tuple[str, ...] = ()
-    popen: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 60.0) -> None:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
-        with self.log.open("ab") as log:
-            self.popen = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "baseline_operator",
-                    "run",
-                    "--liveness",
-                    f"http://127.0.0.1:{self.liveness_port}/healthz",
-                    "--operator-namespace",
-                    OPERATOR_NAMESPACE,
-                    "--metrics-address",
-                    f"127.0.0.1:{self.metrics_port}",
-                    *self.extra_args,
-                ],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509
-            )
-        eventually(self.alive, timeout=timeout, what="the operator's liveness endpoint answers")
-
-    def alive(self) -> bool:
-        if self.popen is None or self.popen.poll() is not None:
-            pytest.fail(f"the operator exited; its log ends with:\n{self.tail()}")
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=1
-            ) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.popen is None:
-            return
-        if self.popen.poll() is None:
-            self.popen.send_signal(sig)
-            try:
-                self.popen.wait(20)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        self.popen = None
-
-    def metrics(self) -> str:
-        """The operator's Prometheus exposition, as scraped."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
-            text: str = response.read().decode()
-        return text
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
-def new_operator(tmp: Path, kubeconfig: Path, *extra_args: str) -> OperatorProcess:
-    return OperatorProcess(kubeconfig, tmp / "operator.log", free_port(), free_port(), tuple(extra_args))
-
-
-def _die_with_parent() -> None:
-    import ctypes  # noqa: PLC0415
-
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)
 
 
 MANAGED = "app.kubernetes.io/managed-by=baseline-operator"

@@ -7,16 +7,19 @@ not build) fails the session loudly: `make node` installs and builds what the no
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
+import yaml
 from kubernetes import client, config
 from node_pods import Pods
 
 from localcluster import binaries, host
 from localcluster.node import LocalNode, reap_slot
+from localcluster.operator_process import OperatorProcess, new_operator
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -91,6 +94,92 @@ def make_namespace(api: client.ApiClient) -> Iterator[Callable[..., str]]:
     for name in created:
         try:
             core.delete_namespace(name)
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
+
+
+REPO = Path(__file__).resolve().parents[2]
+OPERATOR_SERVICE_ACCOUNT = ("baseline-system", "baseline-operator")
+RBAC_KINDS = frozenset(
+    {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+)
+
+
+@pytest.fixture(scope="session")
+def operator(
+    node: LocalNode, api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """The real operator on the node's control plane, as its ServiceAccount with the RBAC of manifests/.
+
+    It runs on the host and reaches the API server over the host's veth, as the tests do.
+    """
+    rendered = subprocess.run(
+        [str(node.kubectl), "kustomize", str(REPO / "manifests")], check=True, capture_output=True, text=True
+    ).stdout
+    wanted = [
+        d
+        for d in yaml.safe_load_all(rendered)
+        if d and (d["kind"] in RBAC_KINDS or d["kind"] == "CustomResourceDefinition")
+    ]
+    subprocess.run(
+        node.kubectl_command("apply", "--server-side", "-f", "-"),
+        input=yaml.safe_dump_all(wanted),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    subprocess.run(
+        node.kubectl_command(
+            "wait", "--for=condition=Established", "crd/securitybaselines.baseline.dev", "--timeout=60s"
+        ),
+        check=True,
+        capture_output=True,
+    )
+    namespace, name = OPERATOR_SERVICE_ACCOUNT
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=6 * 3600)
+    )
+    token = (
+        client.CoreV1Api(api).create_namespaced_service_account_token(name, namespace, request).status.token
+    )
+    folder = tmp_path_factory.mktemp("node-operator")
+    kubeconfig = node.cluster.write_token_kubeconfig(folder / "operator.kubeconfig", token=token)
+    process = new_operator(folder, kubeconfig)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def custom(api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api)
+
+
+@pytest.fixture
+def make_baseline(api: client.ApiClient, operator: OperatorProcess) -> Iterator[Callable[..., str]]:
+    """Create SecurityBaselines (unique names); delete them after the test."""
+    custom = client.CustomObjectsApi(api)
+    created: list[str] = []
+
+    def make(spec: dict[str, Any]) -> str:
+        name = f"sbl-{uuid.uuid4().hex[:8]}"
+        body = {
+            "apiVersion": "baseline.dev/v1alpha1",
+            "kind": "SecurityBaseline",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+        custom.create_cluster_custom_object("baseline.dev", "v1alpha1", "securitybaselines", body)
+        created.append(name)
+        return name
+
+    yield make
+    for name in created:
+        try:
+            custom.delete_cluster_custom_object("baseline.dev", "v1alpha1", "securitybaselines", name)
         except client.ApiException as error:
             if error.status != 404:
                 raise

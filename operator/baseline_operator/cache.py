@@ -39,9 +39,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MANAGED_KINDS = (kube.NETWORK_POLICY, kube.LIMIT_RANGE, kube.RESOURCE_QUOTA, kube.ROLE_BINDING)
+"""Kinds the operator writes into namespaces; it watches every object of them that could be its own."""
 ADMIN_TIER_KINDS = (kube.CLUSTER_NETWORK_POLICY, kube.ADMIN_NETWORK_POLICY)
 """Cluster-scoped kinds the operator writes where the cluster serves them (the Admin-tier metadata block)."""
-"""Kinds the operator writes into namespaces; it watches every object of them that could be its own."""
+WORKLOAD_POLICY_KINDS = (kube.VALIDATING_ADMISSION_POLICY, kube.VALIDATING_ADMISSION_POLICY_BINDING)
+"""Cluster-scoped kinds of the workloads section, served by every cluster the operator supports."""
 DEFAULT_SERVICE_ACCOUNT = "default"
 WATCHED_KINDS = (
     kube.NAMESPACE,
@@ -118,8 +120,11 @@ class ClusterCache:
         self._objects: dict[kube.Kind, _Store[ObservedObject]] = {kind: _Store() for kind in MANAGED_KINDS}
         # Everyone else's NetworkPolicies, as lean records: which pods they isolate for egress, and where to.
         self._policies: _Store[ObservedPolicy] = _Store()
-        # The Admin-tier metadata blocks, by name; only of the kinds the cluster serves (see handlers.py).
-        self._admin: dict[kube.Kind, _Store[ObservedObject]] = {kind: _Store() for kind in ADMIN_TIER_KINDS}
+        # The cluster-scoped objects that may be ours, by name: the workload policies, and the Admin-tier
+        # metadata blocks of the kinds the cluster serves (see handlers.py).
+        self._cluster: dict[kube.Kind, _Store[ObservedObject]] = {
+            kind: _Store() for kind in (*ADMIN_TIER_KINDS, *WORKLOAD_POLICY_KINDS)
+        }
         self.admin_tiers: frozenset[str] = frozenset()
         """The Admin-tier kinds the cluster serves (kinds' names), as last discovered."""
         self._roles: dict[str, str] = {}
@@ -156,15 +161,16 @@ class ClusterCache:
     def served_admin_tiers(self) -> frozenset[str]:
         return self.admin_tiers
 
-    def admin_objects(self) -> list[ObservedObject]:
-        """The objects of the Admin-tier kinds the operator may have written (candidates, as above)."""
-        return [record for store in self._admin.values() for record in store]
+    def cluster_objects(self) -> list[ObservedObject]:
+        """The cluster-scoped objects the operator may have written (candidates, as above)."""
+        return [record for store in self._cluster.values() for record in store]
 
     def admin_blocks_in_force(self) -> frozenset[tuple[str, str]]:
         """(baseline, kind) of each Admin-tier metadata block the operator wrote and the cluster holds."""
         return frozenset(
             (record.baseline, record.kind)
-            for record in self.admin_objects()
+            for kind in ADMIN_TIER_KINDS
+            for record in self._cluster[kind]
             if record.managed_by_us and record.baseline is not None
         )
 
@@ -173,7 +179,7 @@ class ClusterCache:
 
     def drop_kind(self, kind: kube.Kind) -> None:
         """The cluster stopped serving an Admin-tier kind: forget its objects."""
-        self._admin[kind] = _Store()
+        self._cluster[kind] = _Store()
 
     # --- Kept current by the watches ---
 
@@ -206,10 +212,10 @@ class ClusterCache:
         """An object of a kind the operator writes: a candidate of ours, or a NetworkPolicy of others."""
         metadata = body.get("metadata") or {}
         name = metadata.get("name", "")
-        if kind in self._admin:
+        if kind in self._cluster:
             if is_candidate(name, metadata.get("labels") or {}):
-                return self._admin[kind].put(name, observe_object(body))
-            return self._admin[kind].discard(name, uid)
+                return self._cluster[kind].put(name, observe_object(body))
+            return self._cluster[kind].discard(name, uid)
         return self._observe_namespaced(kind, namespace, uid, body)
 
     def _observe_namespaced(self, kind: kube.Kind, namespace: str, uid: str, body: Mapping[str, Any]) -> bool:
@@ -245,8 +251,8 @@ class ClusterCache:
         return self._forget_candidate(kind, namespace, name, uid)
 
     def _forget_candidate(self, kind: kube.Kind, namespace: str, name: str, uid: str) -> bool:
-        if kind in self._admin:
-            return self._admin[kind].discard(name, uid)
+        if kind in self._cluster:
+            return self._cluster[kind].discard(name, uid)
         users = kind == kube.NETWORK_POLICY and self._policies.discard(namespace, uid)
         return self._objects[kind].discard(namespace, uid) or users
 
@@ -289,7 +295,11 @@ class ClusterCache:
             kube.SECURITY_BASELINE: self._baselines,
             kube.SERVICE_ACCOUNT: self._accounts,
             **self._objects,
-            **{kind: store for kind, store in self._admin.items() if kind.kind in self.admin_tiers},
+            **{
+                kind: store
+                for kind, store in self._cluster.items()
+                if kind in WORKLOAD_POLICY_KINDS or kind.kind in self.admin_tiers
+            },
         }
         cached = {uid for store in [*stores.values(), self._policies] for uid in store.uids()}
         listed: set[str] = set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
 import sys
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import yaml
 
 from baseline_operator import __version__
+from baseline_operator.spec import MAX_EXEMPTION_DAYS
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -25,6 +27,15 @@ if TYPE_CHECKING:
     from baseline_operator.spec import BaselineSpec
 
 _DEFAULT_ALLOWED_ROLES = "view,edit"
+_LONGEST_EXEMPTION_CEILING = 365
+
+
+def _exemption_days(text: str) -> int:
+    days = int(text)
+    if not 1 <= days <= _LONGEST_EXEMPTION_CEILING:
+        msg = f"must be between 1 and {_LONGEST_EXEMPTION_CEILING} days"
+        raise argparse.ArgumentTypeError(msg)
+    return days
 
 
 def _admin_priority(text: str) -> int:
@@ -62,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("EXTRA_PROTECTED_NAMESPACES", ""),
         help="more namespaces no baseline ever selects, comma-separated, besides kube-system, kube-public, "
         "kube-node-lease and the operator's own [BASELINE_EXTRA_PROTECTED_NAMESPACES]",
+    )
+    run.add_argument(
+        "--max-exemption-days",
+        type=_exemption_days,
+        default=_exemption_days(_env("MAX_EXEMPTION_DAYS", str(MAX_EXEMPTION_DAYS))),
+        help="the furthest ahead an exemption may expire; one running longer is reported, not applied "
+        "[BASELINE_MAX_EXEMPTION_DAYS] (default: %(default)s)",
     )
     run.add_argument(
         "--allowed-cluster-roles",
@@ -207,6 +225,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         allowed_cluster_roles=frozenset(
             role.strip() for role in args.allowed_cluster_roles.split(",") if role.strip()
         ),
+        longest_exemption=dt.timedelta(days=args.max_exemption_days),
     )
     metrics = MetricsRecorder(with_namespace=not args.metrics_without_namespace)
     if args.metrics_address:

@@ -113,6 +113,7 @@ class Engine:
             protected_namespaces=self.policy.protected_namespaces,
             recent_drift=self.ledger.recent,
             now=self.now,
+            longest_exemption=self.policy.longest_exemption,
             interval=settings.status_interval,
             first_pass_patience=settings.first_pass_patience,
             retry_initial=settings.retry_initial,
@@ -148,6 +149,12 @@ class Engine:
     def baseline_changed(self, name: str) -> None:
         """A baseline was added, changed or deleted: every namespace may be affected."""
         self.statuses.mark_dirty(name)
+        self.enqueue_all()
+
+    def exemptions_changed(self) -> None:
+        """An exemption started or stopped being in force: every namespace and every status may change."""
+        for baseline in self.view.baselines() if self.view is not None else ():
+            self.statuses.mark_dirty(baseline.name)
         self.enqueue_all()
 
     def baseline_deleted(self, name: str) -> None:
@@ -222,6 +229,7 @@ class Engine:
             policies=self.view.policies(name),
             admin_tiers=frozenset(MetadataEnforcement(kind) for kind in self.view.served_admin_tiers()),
             admin_blocks=self.view.admin_blocks_in_force(),
+            now=self.now(),
         )
 
     async def reconcile(self, name: str, waiting_since: float | None = None) -> None:

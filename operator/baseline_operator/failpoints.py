@@ -18,12 +18,15 @@ of a lean watch, e.g. `watch.namespaces`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 from dataclasses import dataclass
 from typing import Final
 
 from baseline_operator import kube
+
+logger = logging.getLogger(__name__)
 
 ENVIRONMENT_VARIABLE: Final = "BASELINE_FAILPOINTS"
 _SPEC = re.compile(r"(?P<action>panic|error|hang|sleep)(\((?P<seconds>[0-9.]+)\))?(\*(?P<count>[0-9]+))?")
@@ -80,6 +83,7 @@ async def hit(name: str) -> None:
         case "error":
             raise kube.ApiError(500, "InternalError", f"failpoint {name}")
         case "hang":
+            logger.warning("failpoint %s: hanging", name)
             await asyncio.Event().wait()
         case "sleep":
             await asyncio.sleep(armed.seconds)

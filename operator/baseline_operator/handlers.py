@@ -7,8 +7,9 @@ Which kind is watched by which, and why:
 - Namespace, NetworkPolicy, LimitRange, ResourceQuota, RoleBinding, the default ServiceAccounts: watch.py
   (`_watched_event`). An object per namespace and more: kopf's per-object machinery cost a third of the
   CPU in a roll-out.
-- ClusterNetworkPolicy and AdminNetworkPolicy: watch.py (`_admin_event`), only while the cluster serves
-  them (the Admin-tier metadata blocks).
+- ValidatingAdmissionPolicy and its bindings (the workload policies), ClusterNetworkPolicy and
+  AdminNetworkPolicy (the Admin-tier metadata blocks, only while the cluster serves them): watch.py
+  (`_cluster_object_event`), for cluster_objects.py.
 - CustomResourceDefinition: watch.py (`_crd_event`), for the network policy API appearing or going (a
   plain watch waits out a 429's Retry-After; kopf's does not).
 
@@ -33,9 +34,15 @@ from typing import TYPE_CHECKING, Any
 import kopf
 
 from baseline_operator import failpoints, kube
-from baseline_operator.admin_blocks import AdminBlockReconciler
 from baseline_operator.builders.admin_network_policy import DEFAULT_ADMIN_POLICY_PRIORITY
-from baseline_operator.cache import ADMIN_TIER_KINDS, MANAGED_KINDS, ClusterCache, field_selector
+from baseline_operator.cache import (
+    ADMIN_TIER_KINDS,
+    MANAGED_KINDS,
+    WORKLOAD_POLICY_KINDS,
+    ClusterCache,
+    field_selector,
+)
+from baseline_operator.cluster_objects import ClusterObjectsReconciler, ClusterSettings
 from baseline_operator.engine import Engine, EngineSettings
 from baseline_operator.events import EventRecorder, EventSettings
 from baseline_operator.metrics import MetricsRecorder
@@ -91,7 +98,7 @@ class OperatorContext:
     """Where the protected label keys are published for admission protection (none: not published)."""
     protected_labels: ProtectedLabelsPublisher | None = None
     admin_policy_priority: int = DEFAULT_ADMIN_POLICY_PRIORITY
-    admin_blocks: AdminBlockReconciler | None = None
+    cluster_objects: ClusterObjectsReconciler | None = None
     rediscovery: asyncio.Task[None] | None = None
     standby: bool = False
     """Waiting for the Lease: ready to take over, working on nothing."""
@@ -117,7 +124,7 @@ async def prepare(memo: OperatorContext) -> None:
             "the cluster serves %s: the metadata block can sit in the Admin tier",
             ", ".join(k.kind for k in served),
         )
-    await memo.cache.fill(memo.api, extra_kinds=served)
+    await memo.cache.fill(memo.api, extra_kinds=(*served, *WORKLOAD_POLICY_KINDS))
 
 
 class _RetryForever:
@@ -208,12 +215,20 @@ def _start_loops(memo: OperatorContext, events: EventRecorder, engine: Engine) -
             memo.api, memo.operator_namespace, memo.cache.baselines
         )
         supervisor.start("protected-labels", memo.protected_labels.run, stale_after=bounds.other)
-    memo.admin_blocks = AdminBlockReconciler(memo.api, memo.cache, memo.metrics, memo.admin_policy_priority)
-    supervisor.start("admin-blocks", memo.admin_blocks.run, stale_after=bounds.other)
+    memo.cluster_objects = ClusterObjectsReconciler(
+        memo.api,
+        memo.cache,
+        memo.metrics,
+        ClusterSettings(
+            memo.admin_policy_priority, memo.policy.protected_namespaces, memo.policy.longest_exemption
+        ),
+        exemptions_changed=engine.exemptions_changed,
+    )
+    supervisor.start("cluster-objects", memo.cluster_objects.run, stale_after=bounds.other)
     _start_watches(memo)
-    for kind in ADMIN_TIER_KINDS:
-        if kind.kind in memo.cache.admin_tiers:
-            _start_admin_watch(memo, kind)
+    for kind in (*ADMIN_TIER_KINDS, *WORKLOAD_POLICY_KINDS):
+        if kind in WORKLOAD_POLICY_KINDS or kind.kind in memo.cache.admin_tiers:
+            _start_cluster_object_watch(memo, kind)
 
 
 def _register_events(registry: kopf.OperatorRegistry) -> None:
@@ -270,10 +285,10 @@ async def _rediscover(memo: OperatorContext) -> None:
             memo.cache.drop_kind(kind)
         elif kind.kind in served and kind.kind not in memo.cache.admin_tiers:
             memo.cache.listed_versions[kind] = ""  # the watch lists it first
-            _start_admin_watch(memo, kind)
+            _start_cluster_object_watch(memo, kind)
     memo.cache.admin_tiers = served
-    if memo.admin_blocks is not None:
-        memo.admin_blocks.changed()
+    if memo.cluster_objects is not None:
+        memo.cluster_objects.changed()
     memo.engine.enqueue_all()
 
 
@@ -296,8 +311,8 @@ def _baseline_event(
     _record(event, kube.SECURITY_BASELINE, memo)
     if memo.protected_labels is not None:
         memo.protected_labels.baselines_changed()
-    if memo.admin_blocks is not None:
-        memo.admin_blocks.changed()
+    if memo.cluster_objects is not None:
+        memo.cluster_objects.changed()
     engine = memo.engine
     if engine is None:
         return
@@ -355,26 +370,31 @@ def _start_watches(memo: OperatorContext) -> None:
     memo.supervisor.start("watch-customresourcedefinitions", crds.run, stale_after=bounds.watch)
 
 
-def _start_admin_watch(memo: OperatorContext, kind: kube.Kind) -> None:
+def _start_cluster_object_watch(memo: OperatorContext, kind: kube.Kind) -> None:
     assert memo.supervisor is not None  # noqa: S101 - as above
     watch = KindWatch(
         memo.api,
         kind,
         memo.cache.listed_versions.get(kind, ""),
-        on_event=functools.partial(_admin_event, kind, memo),
+        on_event=functools.partial(_cluster_object_event, kind, memo),
         on_relisted=memo.resync_wanted.set,
         timeout_seconds=memo.loop_bounds.watch_timeout,
     )
     memo.supervisor.start(f"watch-{kind.plural}", watch.run, stale_after=memo.loop_bounds.watch)
 
 
-def _admin_event(kind: kube.Kind, memo: OperatorContext, event_type: str, body: Mapping[str, Any]) -> None:
-    """An Admin-tier block changed: repair it; one appearing or going changes what namespaces need."""
+def _cluster_object_event(
+    kind: kube.Kind, memo: OperatorContext, event_type: str, body: Mapping[str, Any]
+) -> None:
+    """A cluster-scoped object of ours changed: repair it.
+
+    An Admin-tier block appearing or going also changes what namespaces need.
+    """
     if not _cached(kind, memo, event_type, body):
         return
-    if memo.admin_blocks is not None:
-        memo.admin_blocks.changed()
-    if memo.engine is not None and event_type in {"ADDED", "DELETED"}:
+    if memo.cluster_objects is not None:
+        memo.cluster_objects.changed()
+    if memo.engine is not None and kind in ADMIN_TIER_KINDS and event_type in {"ADDED", "DELETED"}:
         memo.engine.enqueue_all()
 
 
@@ -383,8 +403,8 @@ def _watched_event(kind: kube.Kind, memo: OperatorContext, event_type: str, body
     metadata = body.get("metadata") or {}
     namespace, name = str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
     news = _cached(kind, memo, event_type, body)
-    if news and kind == kube.NAMESPACE and memo.admin_blocks is not None:
-        memo.admin_blocks.namespace_changed()
+    if news and kind == kube.NAMESPACE and memo.cluster_objects is not None:
+        memo.cluster_objects.namespace_changed()
     if news and memo.engine is not None and (namespace or kind == kube.NAMESPACE):
         _heard(event_type, body, (kind.kind, namespace, name), memo.engine)
 

@@ -83,6 +83,18 @@ CLUSTER_NETWORK_POLICY = Kind(
 ADMIN_NETWORK_POLICY = Kind(
     "policy.networking.k8s.io/v1alpha1", "AdminNetworkPolicy", "adminnetworkpolicies", namespaced=False
 )
+VALIDATING_ADMISSION_POLICY = Kind(
+    "admissionregistration.k8s.io/v1",
+    "ValidatingAdmissionPolicy",
+    "validatingadmissionpolicies",
+    namespaced=False,
+)
+VALIDATING_ADMISSION_POLICY_BINDING = Kind(
+    "admissionregistration.k8s.io/v1",
+    "ValidatingAdmissionPolicyBinding",
+    "validatingadmissionpolicybindings",
+    namespaced=False,
+)
 
 KINDS = {
     kind.kind: kind
@@ -101,6 +113,8 @@ KINDS = {
         CUSTOM_RESOURCE_DEFINITION,
         CLUSTER_NETWORK_POLICY,
         ADMIN_NETWORK_POLICY,
+        VALIDATING_ADMISSION_POLICY,
+        VALIDATING_ADMISSION_POLICY_BINDING,
     )
 }
 

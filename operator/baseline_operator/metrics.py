@@ -75,6 +75,14 @@ class MetricsRecorder:
             registry=registry,
         )
         self._reachable: dict[tuple[str, str], int] = {}
+        self.exemption_expiry = Gauge(
+            f"{PREFIX}_exemption_expiry_timestamp_seconds",
+            "When each exemption of a baseline ends (Unix time; `index` in spec.exemptions, `state` Active, "
+            "Expired or TooLong): the alert fires 7 days before.",
+            ["baseline", "index", "state"],
+            registry=registry,
+        )
+        self._exemptions: dict[str, set[tuple[str, str]]] = {}
         self.drift_detected = Counter(
             f"{PREFIX}_drift_detected",
             "Drift found on managed objects (reason: Missing, Modified, Unexpected).",
@@ -155,6 +163,14 @@ class MetricsRecorder:
             self.namespaces.labels(baseline, state.value).set(counts.get(state, 0))
         self.baseline_ready.labels(baseline).set(1 if ready else 0)
 
+    def exemptions(self, baseline: str, expiries: Mapping[tuple[str, str], float]) -> None:
+        """The baseline's exemptions now: (index, state) -> expiry; series no longer there go."""
+        for gone in self._exemptions.get(baseline, set()) - set(expiries):
+            self._remove(self.exemption_expiry, baseline, *gone)
+        for (index, state), expiry in expiries.items():
+            self.exemption_expiry.labels(baseline, index, state).set(expiry)
+        self._exemptions[baseline] = set(expiries)
+
     def drifted(self, baseline: str, namespace: str, by_kind: Mapping[str, int]) -> None:
         """The drifted objects of one baseline in one namespace now (empty: none)."""
         key = (baseline, namespace)
@@ -205,6 +221,8 @@ class MetricsRecorder:
             self.drifted(name, namespace, {})
         for name, namespace in [key for key in self._reachable if key[0] == baseline]:
             self.metadata_openings(name, namespace, 0)
+        self.exemptions(baseline, {})
+        self._exemptions.pop(baseline, None)
         for state in State:
             self._remove(self.namespaces, baseline, state.value)
         self._remove(self.baseline_ready, baseline)

@@ -54,6 +54,7 @@ from baseline_operator.builders.common import (
 from baseline_operator.builders.network_policy import BLOCK_METADATA_NAME, DEFAULT_DENY_NAME
 from baseline_operator.builders.pod_security import POD_SECURITY_LABEL_PREFIX
 from baseline_operator.compare import FieldDifference, ManagerEntry, differences, last_writer_other_than
+from baseline_operator.exemptions import DEFAULT_LONGEST, section_lifted
 from baseline_operator.identity import FIELD_MANAGER
 from baseline_operator.metadata_audit import metadata_openings
 from baseline_operator.quantity import parse_quantity
@@ -62,7 +63,8 @@ from baseline_operator.spec import BaselineRef, MetadataEnforcement, Mode, Secti
 from baseline_operator.takeover import give_back_body, plan_takeover, tracked_fields, with_record
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    import datetime as dt
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from baseline_operator.compare import Path
     from baseline_operator.observed import ObservedBaseline, ObservedNamespace, ObservedObject, ObservedPolicy
@@ -103,6 +105,8 @@ class Policy:
 
     protected_namespaces: frozenset[str]
     allowed_cluster_roles: frozenset[str]
+    longest_exemption: dt.timedelta = DEFAULT_LONGEST
+    """An exemption whose expiry lies further ahead is not applied (exemptions.py)."""
 
 
 @dataclass(frozen=True)
@@ -248,6 +252,8 @@ class NamespaceView:
     """The Admin-tier network policy kinds the cluster serves."""
     admin_blocks: frozenset[tuple[str, str]] = frozenset()
     """(baseline, kind) of each Admin-tier metadata block in force (written by us, held by the cluster)."""
+    now: dt.datetime | None = None
+    """The time exemptions are judged at; without one, none is in force."""
 
 
 @dataclass(frozen=True)
@@ -289,7 +295,7 @@ def plan_namespace(view: NamespaceView, policy: Policy) -> NamespacePlan:
         if baseline.spec is not None
         and selects(baseline.spec, namespace.name, namespace.labels, policy.protected_namespaces)
     ]
-    assignments = assign_sections(selecting)
+    assignments = assign_sections(selecting, _lifted(view, policy, namespace.name))
     outcomes = {
         baseline.name: BaselineOutcome(baseline.name, baseline.generation, _mode(baseline))
         for baseline in selecting
@@ -322,6 +328,23 @@ def plan_namespace(view: NamespaceView, policy: Policy) -> NamespacePlan:
     # Audit baselines write nothing: their findings stay findings.
     allowed = [action for action in actions if _writes_allowed(action, view.baselines)]
     return NamespacePlan(namespace.name, tuple(sorted(allowed, key=stage_of)), outcomes)
+
+
+def _lifted(
+    view: NamespaceView, policy: Policy, namespace: str
+) -> Callable[[ObservedBaseline, Section], bool]:
+    """Whether an exemption in force lifts a baseline's section here: the section is then not applied."""
+    now = view.now
+
+    def lifted(baseline: ObservedBaseline, section: Section) -> bool:
+        spec = baseline.spec
+        return (
+            now is not None
+            and spec is not None
+            and section_lifted(spec.exemptions, namespace, section, now, policy.longest_exemption)
+        )
+
+    return lifted
 
 
 def _admin_tier_block(

@@ -23,7 +23,7 @@ from baseline_operator.spec import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     from baseline_operator.observed import ObservedBaseline
 
@@ -106,12 +106,20 @@ def precedence(baseline: ObservedBaseline) -> tuple[int, str]:
     return (-priority, baseline.name)
 
 
-def assign_sections(selecting: Iterable[ObservedBaseline]) -> dict[Section, SectionAssignment]:
+def assign_sections(
+    selecting: Iterable[ObservedBaseline],
+    lifted: Callable[[ObservedBaseline, Section], bool] = lambda _baseline, _section: False,
+) -> dict[Section, SectionAssignment]:
+    """Which baseline sets each section; one whose section an exemption `lifted` here does not set it."""
     ordered = sorted((baseline for baseline in selecting if baseline.spec is not None), key=precedence)
     assignments: dict[Section, SectionAssignment] = {}
     for section in Section:
+        if section is Section.WORKLOADS:
+            continue  # every selecting baseline's workload rules apply: the strictest holds, nothing to win
         setting = [
-            baseline for baseline in ordered if baseline.spec is not None and baseline.spec.section(section)
+            baseline
+            for baseline in ordered
+            if baseline.spec is not None and baseline.spec.section(section) and not lifted(baseline, section)
         ]
         if setting:
             assignments[section] = SectionAssignment(section, setting[0], tuple(setting[1:]))

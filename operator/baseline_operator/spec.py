@@ -13,6 +13,7 @@ parsed spec between namespaces without any chance of one build changing the next
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import math
 import re
@@ -81,6 +82,7 @@ class Section(StrEnum):
     RESOURCE_QUOTA = "resourceQuota"
     RBAC = "rbac"
     POD_SECURITY = "podSecurity"
+    WORKLOADS = "workloads"
 
 
 class SelectorOperator(StrEnum):
@@ -297,6 +299,77 @@ class PodSecuritySpec:
     version: str = "latest"
 
 
+class WorkloadRule(StrEnum):
+    """The container rules of the workloads section (docs/controls.md maps each to the benchmarks)."""
+
+    RUN_AS_NON_ROOT = "runAsNonRoot"
+    MIN_UID = "minUID"
+    NO_PRIVILEGED = "noPrivileged"
+    NO_PRIVILEGE_ESCALATION = "noPrivilegeEscalation"
+    DROP_ALL_CAPABILITIES = "dropAllCapabilities"
+    READ_ONLY_ROOT_FILESYSTEM = "readOnlyRootFilesystem"
+    REQUIRE_REQUESTS = "requireRequests"
+    REQUIRE_LIMITS = "requireLimits"
+    IMAGE_PULL_POLICY_ALWAYS = "imagePullPolicyAlways"
+    REQUIRE_DIGEST = "requireDigest"
+    ALLOWED_REGISTRIES = "allowedRegistries"
+    NO_HOST_NAMESPACES = "noHostNamespaces"
+    NO_HOST_PATH = "noHostPath"
+
+
+@dataclass(frozen=True)
+class WorkloadsSpec:
+    """The workloads section: the seeds' container rules, each off (False, None, empty) or on."""
+
+    run_as_non_root: bool = True
+    min_uid: int | None = 10001
+    no_privileged: bool = True
+    no_privilege_escalation: bool = True
+    drop_all_capabilities: bool = True
+    read_only_root_filesystem: bool = True
+    require_requests: tuple[str, ...] = ("cpu", "memory")
+    require_limits: tuple[str, ...] = ("cpu", "memory")
+    image_pull_policy_always: bool = True
+    require_digest: bool = True
+    allowed_registries: tuple[str, ...] = ()
+    """Image reference prefixes (`registry.example.com/`, `ghcr.io/acme/`); empty: any registry."""
+    no_host_namespaces: bool = True
+    no_host_path: bool = True
+
+    def rules(self) -> tuple[WorkloadRule, ...]:
+        """The rules switched on, in `WorkloadRule` order."""
+        on = {
+            WorkloadRule.RUN_AS_NON_ROOT: self.run_as_non_root,
+            WorkloadRule.MIN_UID: self.min_uid is not None,
+            WorkloadRule.NO_PRIVILEGED: self.no_privileged,
+            WorkloadRule.NO_PRIVILEGE_ESCALATION: self.no_privilege_escalation,
+            WorkloadRule.DROP_ALL_CAPABILITIES: self.drop_all_capabilities,
+            WorkloadRule.READ_ONLY_ROOT_FILESYSTEM: self.read_only_root_filesystem,
+            WorkloadRule.REQUIRE_REQUESTS: bool(self.require_requests),
+            WorkloadRule.REQUIRE_LIMITS: bool(self.require_limits),
+            WorkloadRule.IMAGE_PULL_POLICY_ALWAYS: self.image_pull_policy_always,
+            WorkloadRule.REQUIRE_DIGEST: self.require_digest,
+            WorkloadRule.ALLOWED_REGISTRIES: bool(self.allowed_registries),
+            WorkloadRule.NO_HOST_NAMESPACES: self.no_host_namespaces,
+            WorkloadRule.NO_HOST_PATH: self.no_host_path,
+        }
+        return tuple(rule for rule in WorkloadRule if on[rule])
+
+
+@dataclass(frozen=True)
+class Exemption:
+    """Namespaces a baseline's sections or workload rules do not apply to, for a reason, until `expires`."""
+
+    namespaces: tuple[str, ...]
+    sections: tuple[Section, ...]
+    rules: tuple[WorkloadRule, ...]
+    reason: str
+    expires: dt.datetime
+
+    def covers(self, namespace: str, now: dt.datetime) -> bool:
+        return namespace in self.namespaces and now < self.expires
+
+
 @dataclass(frozen=True)
 class BaselineSpec:
     """A parsed SecurityBaseline spec; a section left None is not managed by this baseline."""
@@ -310,6 +383,8 @@ class BaselineSpec:
     resource_quota: ResourceQuotaSpec | None = None
     rbac: RbacSpec | None = None
     pod_security: PodSecuritySpec | None = None
+    workloads: WorkloadsSpec | None = None
+    exemptions: tuple[Exemption, ...] = ()
 
     def section(self, section: Section) -> SectionSpec | None:
         """The settings of one section, or None when this baseline does not manage it."""
@@ -324,6 +399,8 @@ class BaselineSpec:
                 return self.rbac
             case Section.POD_SECURITY:
                 return self.pod_security
+            case Section.WORKLOADS:
+                return self.workloads
 
     @property
     def sections(self) -> tuple[Section, ...]:
@@ -331,7 +408,9 @@ class BaselineSpec:
         return tuple(section for section in Section if self.section(section) is not None)
 
 
-SectionSpec: TypeAlias = NetworkPolicySpec | LimitRangeSpec | ResourceQuotaSpec | RbacSpec | PodSecuritySpec
+SectionSpec: TypeAlias = (
+    NetworkPolicySpec | LimitRangeSpec | ResourceQuotaSpec | RbacSpec | PodSecuritySpec | WorkloadsSpec
+)
 
 
 @dataclass(frozen=True)
@@ -382,6 +461,8 @@ def parse_spec(raw: Mapping[str, Any]) -> BaselineSpec:
             "resourceQuota",
             "rbac",
             "podSecurity",
+            "workloads",
+            "exemptions",
         },
     )
     mode = _enum(Mode, spec.get("mode"), f"{path}.mode", default=Mode.ENFORCE)
@@ -398,6 +479,8 @@ def parse_spec(raw: Mapping[str, Any]) -> BaselineSpec:
         resource_quota=_optional(spec, "resourceQuota", path, _resource_quota),
         rbac=_optional(spec, "rbac", path, _rbac),
         pod_security=_optional(spec, "podSecurity", path, _pod_security),
+        workloads=_optional(spec, "workloads", path, _workloads),
+        exemptions=_exemptions(spec.get("exemptions"), f"{path}.exemptions"),
     )
 
 
@@ -879,3 +962,139 @@ def _pod_security(value: object, path: str) -> PodSecuritySpec:
     return PodSecuritySpec(
         enforce=levels["enforce"], audit=levels["audit"], warn=levels["warn"], version=version
     )
+
+
+# --- workloads -------------------------------------------------------------------------------
+
+# `host[:port]/` optionally followed by path segments and a `/`: a prefix of image references. Lower case,
+# as registries and repositories are; the trailing `/` keeps `ghcr.io/acme` from allowing `ghcr.io/acme2` too.
+_REGISTRY_PREFIX = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?/([a-z0-9._-]+/)*")
+_RESOURCE_NAME = re.compile(r"(cpu|memory|ephemeral-storage|hugepages-[0-9A-Za-z]+|[a-z0-9.-]+/[a-z0-9._-]+)")
+MAX_UID: Final = 2**31 - 1
+
+
+def _workloads(value: object, path: str) -> WorkloadsSpec:
+    raw = _object(value, path)
+    _only_keys(raw, path, {rule.value for rule in WorkloadRule})
+    defaults = WorkloadsSpec()
+    min_uid: int | None = defaults.min_uid
+    if "minUID" in raw:
+        min_uid = None if raw["minUID"] is None else _uid(raw["minUID"], f"{path}.minUID")
+
+    def flag(rule: WorkloadRule, default: bool) -> bool:  # noqa: FBT001 - the rule's own default
+        return _bool(raw.get(rule.value), f"{path}.{rule.value}", default=default)
+
+    return WorkloadsSpec(
+        run_as_non_root=flag(WorkloadRule.RUN_AS_NON_ROOT, defaults.run_as_non_root),
+        min_uid=min_uid,
+        no_privileged=flag(WorkloadRule.NO_PRIVILEGED, defaults.no_privileged),
+        no_privilege_escalation=flag(WorkloadRule.NO_PRIVILEGE_ESCALATION, defaults.no_privilege_escalation),
+        drop_all_capabilities=flag(WorkloadRule.DROP_ALL_CAPABILITIES, defaults.drop_all_capabilities),
+        read_only_root_filesystem=flag(
+            WorkloadRule.READ_ONLY_ROOT_FILESYSTEM, defaults.read_only_root_filesystem
+        ),
+        require_requests=_resource_names(raw, "requireRequests", path, defaults.require_requests),
+        require_limits=_resource_names(raw, "requireLimits", path, defaults.require_limits),
+        image_pull_policy_always=flag(
+            WorkloadRule.IMAGE_PULL_POLICY_ALWAYS, defaults.image_pull_policy_always
+        ),
+        require_digest=flag(WorkloadRule.REQUIRE_DIGEST, defaults.require_digest),
+        allowed_registries=_registries(raw.get("allowedRegistries"), f"{path}.allowedRegistries"),
+        no_host_namespaces=flag(WorkloadRule.NO_HOST_NAMESPACES, defaults.no_host_namespaces),
+        no_host_path=flag(WorkloadRule.NO_HOST_PATH, defaults.no_host_path),
+    )
+
+
+def _uid(value: object, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(path, f"must be an integer, not {_type_name(value)}")
+    if not 0 <= value <= MAX_UID:
+        raise SpecError(path, f"must be between 0 and {MAX_UID}; found {value}")
+    return value
+
+
+def _resource_names(
+    raw: Mapping[str, object], key: str, path: str, default: tuple[str, ...]
+) -> tuple[str, ...]:
+    if key not in raw:
+        return default
+    names: list[str] = []
+    for index, item in enumerate(_optional_list(raw[key], f"{path}.{key}")):
+        name = _string(item, f"{path}.{key}[{index}]")
+        if not _RESOURCE_NAME.fullmatch(name):
+            raise SpecError(f"{path}.{key}[{index}]", f"{name!r} is not a container resource name")
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def _registries(value: object, path: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    prefixes: list[str] = []
+    for index, item in enumerate(_list(value, path)):
+        prefix = _string(item, f"{path}[{index}]")
+        if not _REGISTRY_PREFIX.fullmatch(prefix):
+            raise SpecError(
+                f"{path}[{index}]",
+                f"{prefix!r} is not a registry prefix: host[:port]/ and path segments, lower case, ending "
+                "with '/' (registry.example.com/ or ghcr.io/acme/)",
+            )
+        if prefix not in prefixes:
+            prefixes.append(prefix)
+    return tuple(prefixes)
+
+
+# --- exemptions ------------------------------------------------------------------------------
+
+MAX_EXEMPTIONS: Final = 50
+MAX_EXEMPTION_DAYS: Final = 90
+"""The default longest an exemption may run (`--max-exemption-days`); the CRD cannot know today's date, so
+the operator checks it and reports an exemption that runs longer (it is then not applied)."""
+
+
+def _exemptions(value: object, path: str) -> tuple[Exemption, ...]:
+    if value is None:
+        return ()
+    items = _list(value, path)
+    if len(items) > MAX_EXEMPTIONS:
+        raise SpecError(path, f"at most {MAX_EXEMPTIONS} exemptions; found {len(items)}")
+    return tuple(_exemption(item, f"{path}[{index}]") for index, item in enumerate(items))
+
+
+def _exemption(value: object, path: str) -> Exemption:
+    raw = _object(value, path)
+    _only_keys(raw, path, {"namespaces", "sections", "rules", "reason", "expires"})
+    namespaces = tuple(
+        _string(item, f"{path}.namespaces[{index}]")
+        for index, item in enumerate(_list(raw.get("namespaces"), f"{path}.namespaces"))
+    )
+    if not namespaces:
+        raise SpecError(f"{path}.namespaces", "name at least one namespace")
+    for index, name in enumerate(namespaces):
+        check_namespace_name(name, f"{path}.namespaces[{index}]")
+    sections = tuple(
+        _required_enum(Section, item, f"{path}.sections[{index}]")
+        for index, item in enumerate(_optional_list(raw.get("sections"), f"{path}.sections"))
+    )
+    rules = tuple(
+        _required_enum(WorkloadRule, item, f"{path}.rules[{index}]")
+        for index, item in enumerate(_optional_list(raw.get("rules"), f"{path}.rules"))
+    )
+    if not sections and not rules:
+        raise SpecError(path, "an exemption names the sections or the workload rules it lifts")
+    reason = _string(raw.get("reason"), f"{path}.reason")
+    if len(reason.strip()) < 10:  # noqa: PLR2004 - a reason, not a placeholder
+        raise SpecError(f"{path}.reason", "say why, in at least 10 characters")
+    return Exemption(namespaces, sections, rules, reason, _timestamp(raw.get("expires"), f"{path}.expires"))
+
+
+def _timestamp(value: object, path: str) -> dt.datetime:
+    text = _string(value, path)
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise SpecError(path, f"{text!r} is not an RFC 3339 time such as 2027-01-31T00:00:00Z") from None
+    if parsed.tzinfo is None:
+        raise SpecError(path, f"{text!r} has no time zone (end it with Z)")
+    return parsed

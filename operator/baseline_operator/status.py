@@ -91,6 +91,7 @@ def build_status(
     now: dt.datetime,
     recent_drift: Sequence[Mapping[str, Any]] = (),
     protected_skipped: Iterable[str] = (),
+    exemptions: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The full status object for a baseline; `recent_drift` is newest first, already bounded.
 
@@ -153,6 +154,7 @@ def build_status(
         "conditions": conditions,
         "problems": [problem.as_status() for problem in problems[:MAX_PROBLEMS]],
         "recentDrift": [dict(entry) for entry in recent_drift],
+        **({"exemptions": [dict(entry) for entry in exemptions]} if exemptions else {}),
     }
 
 

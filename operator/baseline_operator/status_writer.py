@@ -19,6 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from baseline_operator import failpoints, kube
+from baseline_operator.exemptions import DEFAULT_LONGEST, status_entries
 from baseline_operator.observed import thaw
 from baseline_operator.planner import NON_BLOCKING, Reason
 from baseline_operator.selection import Selection, select_namespaces
@@ -63,6 +64,7 @@ class StatusWriter:
         protected_namespaces: frozenset[str],
         recent_drift: Callable[[ObservedBaseline], list[dict[str, Any]]],
         now: Callable[[], dt.datetime],
+        longest_exemption: dt.timedelta = DEFAULT_LONGEST,
         interval: float = 0.5,
         first_pass_patience: float = 60.0,
         retry_initial: float = 0.5,
@@ -73,6 +75,7 @@ class StatusWriter:
         self._protected = protected_namespaces
         self._recent_drift = recent_drift
         self._now = now
+        self._longest_exemption = longest_exemption
         self._interval = interval
         self._patience = first_pass_patience
         self._retry_initial = retry_initial
@@ -178,7 +181,13 @@ class StatusWriter:
             previous=baseline.status,
             now=self._now(),
             recent_drift=self._recent_drift(baseline),
+            exemptions=self._exemption_entries(baseline),
         )
+
+    def _exemption_entries(self, baseline: ObservedBaseline) -> list[dict[str, Any]]:
+        if baseline.spec is None:
+            return []
+        return status_entries(baseline.spec.exemptions, self._now(), self._longest_exemption)
 
     async def _write(self, baseline: ObservedBaseline, view: BaselinesView) -> None:
         status = self.status_of(baseline, view)
@@ -190,6 +199,13 @@ class StatusWriter:
         }
         ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status["conditions"])
         self._metrics.baseline_state(baseline.name, counts, ready=ready)
+        self._metrics.exemptions(
+            baseline.name,
+            {
+                (str(index), entry["state"]): dt.datetime.fromisoformat(entry["expires"]).timestamp()
+                for index, entry in enumerate(status.get("exemptions", []))
+            },
+        )
         # The cached status is frozen (tuples for lists): thaw it, or `[] != ()` writes every time.
         if same_status(status, thaw(baseline.status)):
             return

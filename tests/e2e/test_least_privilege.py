@@ -166,12 +166,23 @@ def test_each_verb_granted_is_a_request_the_operator_makes(
     # One replica with leader election: the Lease verbs are part of the job.
     with operator_instead(operator, tmp_path, operator_kubeconfig, "--leader-election-id", "rbac-check"):
         namespace = make_namespace("priv", {"e2e": label})
-        name = make_baseline(full_spec(label))["metadata"]["name"]
+        name = make_baseline(full_spec(label, workloads={}))["metadata"]["name"]
         eventually(lambda: kube.managed(namespace) == FULL_SET and kube.ready(name), what="compliant")
         kube.networking.delete_namespaced_network_policy("baseline-default-deny", namespace)
         eventually(lambda: kube.events(name, "DriftRepaired"), what="a DriftRepaired Event")
         kube.core.patch_namespace(namespace, {"metadata": {"labels": {"e2e": "left"}}})
         eventually(lambda: kube.managed(namespace) == set(), what="objects removed after the namespace left")
+        # The workload policy: written above, deleted once the baseline drops its workloads section.
+        registration = client.AdmissionregistrationV1Api(api)
+        policies = f"baseline.dev/baseline={name}"
+        assert registration.list_validating_admission_policy(label_selector=policies).items
+        kube.custom.patch_cluster_custom_object(
+            "baseline.dev", "v1alpha1", "securitybaselines", name, {"spec": {"workloads": None}}
+        )
+        eventually(
+            lambda: not registration.list_validating_admission_policy(label_selector=policies).items,
+            what="the workload policy deleted",
+        )
     used = {
         (event["verb"], _resource(event["objectRef"]), event["objectRef"].get("namespace", ""))
         for event in audit_events(cluster.audit_log, user=OPERATOR_USER, since=since)
@@ -182,6 +193,7 @@ def test_each_verb_granted_is_a_request_the_operator_makes(
     inner = {("create", "limitranges"), ("create", "resourcequotas"), ("create", "networkpolicies")}
     inner |= {("create", "rolebindings"), ("create", "serviceaccounts"), ("bind", "clusterroles")}
     inner |= {("create", "configmaps")}
+    inner |= {("create", "validatingadmissionpolicies"), ("create", "validatingadmissionpolicybindings")}
     # Only where the cluster serves the network policy API's Admin tier: exercised in test_admin_tier.py.
     inner |= {
         (verb, resource)

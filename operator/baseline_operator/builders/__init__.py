@@ -25,6 +25,7 @@ from baseline_operator.spec import (
     RbacSpec,
     ResourceQuotaSpec,
     Section,
+    WorkloadsSpec,
 )
 
 if TYPE_CHECKING:
@@ -70,6 +71,10 @@ def _render(settings: SectionSpec, context: BuildContext) -> list[dict[str, Any]
             return objects
         case PodSecuritySpec():
             return [build_pod_security_namespace(settings, context)]
+        case WorkloadsSpec():
+            # Nothing in the namespace: the rules are a cluster-scoped admission policy per baseline
+            # (workload_policy.py), written by the cluster-objects reconciler.
+            return []
 
 
 def build_all(spec: BaselineSpec, context: BuildContext, sections: Iterable[Section]) -> list[dict[str, Any]]:

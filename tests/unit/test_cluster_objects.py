@@ -3,15 +3,25 @@ hand over between it and the NetworkPolicy block without a gap."""
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import TYPE_CHECKING
+
 import pytest
 from cluster_records import POLICY, ROLES, account, baseline, namespace
 
-from baseline_operator.admin_blocks import plan_admin_blocks
 from baseline_operator.builders.admin_network_policy import build_admin_metadata_block, effective_enforcement
+from baseline_operator.cluster_objects import ClusterPlan, ClusterSettings, plan_cluster_objects
 from baseline_operator.compare import leaf_paths
 from baseline_operator.observed import ObservedObject
 from baseline_operator.planner import Apply, NamespaceView, Reason, plan_namespace
 from baseline_operator.spec import BaselineRef, MetadataEnforcement, parse_spec
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from baseline_operator.observed import ObservedBaseline
+
+NOW = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 
 CNP, ANP, NP, AUTO = (
     MetadataEnforcement.CLUSTER_NETWORK_POLICY,
@@ -137,19 +147,29 @@ def live(body: dict, *, ours: bool = True, uid: str = "live-1") -> ObservedObjec
     )
 
 
+def plan_blocks(
+    baselines: list[ObservedBaseline],
+    served: list[str],
+    current: list[ObservedObject],
+    labelled: Callable[[str], bool],
+    *,
+    priority: int,
+) -> ClusterPlan:
+    return plan_cluster_objects(
+        baselines, served, current, labelled, settings=ClusterSettings(priority), now=NOW
+    )
+
+
 def test_the_reconciler_creates_repairs_with_uid_and_prunes_only_once_no_namespace_needs_it() -> None:
     org = baseline("org", OPEN_EGRESS)
-    [create] = plan_admin_blocks([org], ["ClusterNetworkPolicy"], [], lambda _: False, priority=20).writes
+    [create] = plan_blocks([org], ["ClusterNetworkPolicy"], [], lambda _: False, priority=20).writes
     assert create.body is not None
     assert create.body["kind"] == "ClusterNetworkPolicy"
     assert create.drift is None
     current = live(create.body)
-    assert (
-        plan_admin_blocks([org], ["ClusterNetworkPolicy"], [current], lambda _: False, priority=20).writes
-        == ()
-    )
+    assert plan_blocks([org], ["ClusterNetworkPolicy"], [current], lambda _: False, priority=20).writes == ()
     tampered = {**create.body, "spec": {**create.body["spec"], "egress": []}}
-    [repair] = plan_admin_blocks(
+    [repair] = plan_blocks(
         [org], ["ClusterNetworkPolicy"], [live(tampered)], lambda _: False, priority=20
     ).writes
     assert repair.drift == "Modified"
@@ -165,11 +185,11 @@ def test_the_reconciler_creates_repairs_with_uid_and_prunes_only_once_no_namespa
             }
         },
     )
-    plan = plan_admin_blocks([switched], ["ClusterNetworkPolicy"], [current], lambda _: True, priority=20)
+    plan = plan_blocks([switched], ["ClusterNetworkPolicy"], [current], lambda _: True, priority=20)
     assert plan.writes == ()
     assert plan.waiting
     # ...and goes once none does.
-    [prune] = plan_admin_blocks(
+    [prune] = plan_blocks(
         [switched], ["ClusterNetworkPolicy"], [current], lambda _: False, priority=20
     ).writes
     assert prune.body is None
@@ -178,12 +198,12 @@ def test_the_reconciler_creates_repairs_with_uid_and_prunes_only_once_no_namespa
 
 def test_an_audit_baseline_and_an_object_not_ours_get_nothing_written() -> None:
     audit = baseline("org", {**OPEN_EGRESS, "mode": "Audit"})
-    assert plan_admin_blocks([audit], ["AdminNetworkPolicy"], [], lambda _: False, priority=20).writes == ()
+    assert plan_blocks([audit], ["AdminNetworkPolicy"], [], lambda _: False, priority=20).writes == ()
     org = baseline("org", OPEN_EGRESS)
     body = build_admin_metadata_block(settings(), BaselineRef("org", "uid-org"), ANP, 20)
     squatter = {**body, "metadata": {"name": body["metadata"]["name"]}, "spec": {}}
     assert (
-        plan_admin_blocks(
+        plan_blocks(
             [org], ["AdminNetworkPolicy"], [live(squatter, ours=False)], lambda _: False, priority=20
         ).writes
         == ()

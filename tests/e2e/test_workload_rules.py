@@ -219,6 +219,23 @@ def test_every_rule_refuses_a_pod_and_a_deployment_breaking_it_and_admits_the_co
     with_init["initContainers"] = [init]
     assert "container init must name its image by digest" in refused(admission, namespace, pod(with_init))
     assert "rule noPrivileged" in refused(admission, namespace, cron_job(broken("noPrivileged")))
+    print(policy_check_durations(admission.api, f"baseline-{name}-workloads"))  # noqa: T201 - for the notes
+
+
+def policy_check_durations(api: client.ApiClient, policy: str) -> str:
+    """What the API server measured of the policy's checks (its own metric), as one line."""
+    response = api.call_api(*api.param_serialize("GET", "/metrics", auth_settings=["BearerToken"]))
+    totals: dict[str, float] = {}
+    for line in response.read().decode().splitlines():
+        if line.startswith("apiserver_validating_admission_policy_check_duration_seconds_") and (
+            f'policy="{policy}"' in line
+        ):
+            metric = line.split("{")[0].rsplit("_", 1)[1]
+            if metric in {"sum", "count"}:
+                totals[metric] = totals.get(metric, 0.0) + float(line.rsplit(" ", 1)[1])
+    count = totals.get("count", 0.0)
+    mean = totals.get("sum", 0.0) / count * 1000 if count else 0.0
+    return f"{policy}: {count:.0f} checks, mean {mean:.2f} ms (the API server's check duration histogram)"
 
 
 def test_what_ran_before_the_baseline_may_scale_but_not_change_its_pod_spec(
@@ -300,6 +317,7 @@ def test_an_exemption_lifts_a_rule_for_its_namespaces_until_it_expires(
     back = eventually(lambda: refused(admission, exempt, tagged), interval=0.05, what="the rule back")
     late = (dt.datetime.now(dt.UTC) - expires).total_seconds()
     assert "rule requireDigest" in back
+    print(f"rule back {late:.2f} s after the expiry")  # noqa: T201 - the number for the notes
     assert late < 5, f"the rule came back {late:.2f} s after the expiry"
     eventually(
         lambda: kube.baseline(name)["status"]["exemptions"][0]["state"] == "Expired", what="reported Expired"
@@ -336,6 +354,7 @@ def test_an_exemption_of_a_section_releases_it_and_it_comes_back_at_the_expiry(
         time.sleep(0.1)
     eventually(lambda: kube.managed(exempt) == {"LimitRange/baseline-limits"}, interval=0.05, what="back")
     late = (dt.datetime.now(dt.UTC) - expires).total_seconds()
+    print(f"section back {late:.2f} s after the expiry")  # noqa: T201 - the number for the notes
     assert late < 5, f"the section came back {late:.2f} s after the expiry"
 
 

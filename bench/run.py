@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("bench")
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CHOICES = ("calibration", "drift", "steady", "restart", "create", "memory")
+CHOICES = ("calibration", "drift", "steady", "restart", "create", "memory", "pods")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,6 +175,7 @@ def run_all(settings: Settings, only: frozenset[str], state: Path, results: dict
             ("restart", scenarios.restart),
             ("create", scenarios.create_latency),
             ("memory", scenarios.memory_at_scale),
+            ("pods", scenarios.pods_memory),
         ):
             if name in only:
                 step(scenario.__name__, scenario)

@@ -676,3 +676,86 @@ def memory_at_scale(bench: Bench) -> dict[str, Any]:
         "writes_after_compliant": _by_resource(late),
         "completion_s": curve(bench.completion(names, started)),
     }
+
+
+# -- 8. Pods: what the audit of the workload rules keeps ----------------------------------------------
+
+PODS = 1000
+PODS_PER_NAMESPACE = 20
+
+
+def _bench_pod(index: int) -> dict[str, Any]:
+    """A Pod as a Deployment's replica would be: two containers, a security context, resources."""
+    deployment = f"app-{index // 3:04d}"
+    container = {
+        "image": f"registry.example.com/team/{deployment}@sha256:{index // 3:064x}",
+        "imagePullPolicy": "Always",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "64Mi"},
+            "limits": {"cpu": "1", "memory": "256Mi"},
+        },
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"{deployment}-{index:05d}", "labels": {"app": deployment}},
+        "spec": {
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 10001,
+                "seccompProfile": {"type": "RuntimeDefault"},  # the bench baseline enforces `restricted`
+            },
+            "containers": [{"name": "app", **container}, {"name": "proxy", **container}],
+        },
+    }
+
+
+def pods_memory(bench: Bench) -> dict[str, Any]:
+    """Memory of the Pod projection: in process (tracemalloc, exact) and the operator's RSS (noisy).
+
+    The Pods are created unscheduled (the bench cluster has no node): the API objects are what the
+    operator's watch keeps, whether a kubelet runs them or not.
+    """
+    import tracemalloc  # noqa: PLC0415 - only this scenario
+
+    from baseline_operator.pods import observe_pod  # noqa: PLC0415
+
+    bodies = [_bench_pod(index) for index in range(PODS)]
+    for body in bodies:
+        body["metadata"].update(namespace="bench-pods", uid=f"uid-{body['metadata']['name']}")
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    kept = [observe_pod(body) for body in bodies]
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    projection = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    del kept
+    # The bench baseline's quota allows 20 Pods per namespace.
+    namespaces = bench.load[: -(-PODS // PODS_PER_NAMESPACE)]
+    if len(namespaces) * PODS_PER_NAMESPACE < PODS:
+        raise BenchError(f"{PODS} Pods need {-(-PODS // PODS_PER_NAMESPACE)} selected namespaces")
+    rss_before = bench.running.memory()
+
+    def create(index: int) -> None:
+        namespace = namespaces[index // PODS_PER_NAMESPACE]
+        bench.api.request("POST", f"/api/v1/namespaces/{namespace}/pods", body=_bench_pod(index)).ok()
+
+    with concurrent.futures.ThreadPoolExecutor(bench.settings.client_threads) as pool:
+        list(pool.map(create, range(PODS)))
+    time.sleep(SETTLE_SECONDS)  # the watch's events are in the cache by then (nothing to write)
+    rss_after = bench.running.memory()
+    for namespace in namespaces:
+        path = f"/api/v1/namespaces/{namespace}/pods"
+        bench.api.request("DELETE", path, query={"gracePeriodSeconds": "0"}).ok()
+    return {
+        "pods": PODS,
+        "projection_bytes_per_1000_pods": round(projection * 1000 / PODS),
+        "rss_before_mib": rss_before.rss_mib,
+        "rss_after_mib": rss_after.rss_mib,
+        "rss_delta_mib_per_1000_pods": round((rss_after.rss_mib - rss_before.rss_mib) * 1000 / PODS, 1),
+    }

@@ -7,7 +7,7 @@ watch.py for the rest, starting from the versions of those lists); reconciling r
 Why not kopf's indexes, which did this job before: kopf holds back every event handler until every object
 of every indexed kind is indexed, and each object that finishes wakes every one still waiting. Starting over
 7000 watched objects took 268 s (50 s over 2000), growing with the square of the object count; the same
-cache filled by seven lists takes a few seconds.
+cache filled by eight lists takes a few seconds.
 
 Records are stored by uid under their key (a name or a namespace), as kopf's indexes stored them: kopf
 handles each object's events in its own task, so a new object's ADDED can arrive before the DELETED of the
@@ -32,6 +32,7 @@ from baseline_operator.observed import (
     observe_object,
     observe_policy,
 )
+from baseline_operator.pods import ObservedPod, observe_pod
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator, Mapping
@@ -50,6 +51,7 @@ WATCHED_KINDS = (
     kube.SECURITY_BASELINE,
     kube.SERVICE_ACCOUNT,
     kube.CLUSTER_ROLE,
+    kube.POD,
     *MANAGED_KINDS,
 )
 _FILL_RETRY_SECONDS = 2.0
@@ -128,6 +130,8 @@ class ClusterCache:
         self.admin_tiers: frozenset[str] = frozenset()
         """The Admin-tier kinds the cluster serves (kinds' names), as last discovered."""
         self._roles: dict[str, str] = {}
+        # Every Pod, as the workload rules read it (pods.py), by namespace, then uid.
+        self._pods: dict[str, dict[str, ObservedPod]] = {}
         self.listed_versions: dict[kube.Kind, str] = {}
         """The resource version of each kind's list that filled the cache: where its watch starts."""
 
@@ -154,6 +158,12 @@ class ClusterCache:
     def policies(self, namespace: str) -> list[ObservedPolicy]:
         """The namespace's NetworkPolicies that are not the operator's."""
         return list(self._policies.under(namespace))
+
+    def pods(self, namespace: str) -> list[ObservedPod]:
+        return list(self._pods.get(namespace, {}).values())
+
+    def pod_count(self) -> int:
+        return sum(len(pods) for pods in self._pods.values())
 
     def cluster_roles(self) -> frozenset[str]:
         return frozenset(self._roles)
@@ -206,6 +216,13 @@ class ClusterCache:
             return not known
         if kind == kube.SERVICE_ACCOUNT:
             return name == DEFAULT_SERVICE_ACCOUNT and self._accounts.put(namespace, observe_object(body))
+        if kind == kube.POD:
+            # News only when what the rules read changed: a Pod's status updates are not.
+            pod = observe_pod(body)
+            pods = self._pods.setdefault(namespace, {})
+            kept = pods.get(uid)
+            pods[uid] = pod
+            return kept != pod
         return self._observe_candidate(kind, namespace, uid, body)
 
     def _observe_candidate(self, kind: kube.Kind, namespace: str, uid: str, body: Mapping[str, Any]) -> bool:
@@ -246,11 +263,21 @@ class ClusterCache:
                 return False
             del self._roles[name]
             return True
-        if kind == kube.SERVICE_ACCOUNT:
-            return self._accounts.discard(namespace, uid)
         return self._forget_candidate(kind, namespace, name, uid)
 
+    def _forget_pod(self, namespace: str, uid: str) -> bool:
+        pods = self._pods.get(namespace)
+        if pods is None or pods.pop(uid, None) is None:
+            return False
+        if not pods:
+            del self._pods[namespace]
+        return True
+
     def _forget_candidate(self, kind: kube.Kind, namespace: str, name: str, uid: str) -> bool:
+        if kind == kube.SERVICE_ACCOUNT:
+            return self._accounts.discard(namespace, uid)
+        if kind == kube.POD:
+            return self._forget_pod(namespace, uid)
         if kind in self._cluster:
             return self._cluster[kind].discard(name, uid)
         users = kind == kube.NETWORK_POLICY and self._policies.discard(namespace, uid)
@@ -270,11 +297,13 @@ class ClusterCache:
                 self.observe(kind, item)
             self.listed_versions[kind] = listing.resource_version
         logger.info(
-            "cache filled: %d namespaces, %d baselines, %d managed candidates, %d other NetworkPolicies",
+            "cache filled: %d namespaces, %d baselines, %d managed candidates, %d other NetworkPolicies, "
+            "%d Pods",
             len(self._namespaces.keys()),
             len(self.baselines()),
             sum(len(store.uids()) for store in self._objects.values()),
             len(self._policies.uids()),
+            self.pod_count(),
         )
 
     # --- Resync after a watch gap ---
@@ -302,12 +331,16 @@ class ClusterCache:
             },
         }
         cached = {uid for store in [*stores.values(), self._policies] for uid in store.uids()}
+        cached |= {uid for pods in self._pods.values() for uid in pods}
         listed: set[str] = set()
-        for kind in stores:
+        for kind in (*stores, kube.POD):
             listed.update(item["metadata"]["uid"] for item in (await _list(api, kind)).items)
         gone = cached - listed
         for store in [*stores.values(), self._policies]:
             store.discard_uids(gone)
+        for namespace, pods in list(self._pods.items()):
+            for uid in gone & pods.keys():
+                self._forget_pod(namespace, uid)
         return gone
 
 

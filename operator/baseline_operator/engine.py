@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from baseline_operator.fights import Fight
     from baseline_operator.observed import ObservedBaseline, ObservedNamespace, ObservedObject, ObservedPolicy
     from baseline_operator.planner import Action, NamespacePlan
+    from baseline_operator.pods import ObservedPod
     from baseline_operator.status import ProblemEntry
 
 logger = logging.getLogger("baseline_operator.engine")
@@ -59,6 +60,7 @@ class ClusterView(Protocol):
     def objects(self, namespace: str) -> list[ObservedObject]: ...
     def default_service_account(self, namespace: str) -> ObservedObject | None: ...
     def policies(self, namespace: str) -> list[ObservedPolicy]: ...
+    def pods(self, namespace: str) -> list[ObservedPod]: ...
     def cluster_roles(self) -> frozenset[str]: ...
     def served_admin_tiers(self) -> frozenset[str]: ...
     def admin_blocks_in_force(self) -> frozenset[tuple[str, str]]: ...
@@ -170,6 +172,7 @@ class Engine:
             for baseline in self.statuses.drop_namespace(name):
                 self.metrics.drifted(baseline, name, {})
                 self.metrics.metadata_openings(baseline, name, 0)
+                self.metrics.workload_violations(baseline, name, {})
             self._forget_namespace(name)
 
     # -- the loops ------------------------------------------------------------------------------------
@@ -227,6 +230,7 @@ class Engine:
             ),
             cluster_roles=self.view.cluster_roles(),
             policies=self.view.policies(name),
+            pods=self.view.pods(name),
             admin_tiers=frozenset(MetadataEnforcement(kind) for kind in self.view.served_admin_tiers()),
             admin_blocks=self.view.admin_blocks_in_force(),
             now=self.now(),
@@ -323,6 +327,7 @@ class Engine:
             if baseline not in plan.outcomes and self.statuses.drop(baseline, plan.namespace):
                 self.metrics.drifted(baseline, plan.namespace, {})
                 self.metrics.metadata_openings(baseline, plan.namespace, 0)
+                self.metrics.workload_violations(baseline, plan.namespace, {})
         fighting: dict[str, list[ProblemEntry]] = {}
         for action, fight in held:
             fighting.setdefault(action.baseline, []).append(
@@ -339,6 +344,7 @@ class Engine:
                 self.metrics.drifted(baseline, plan.namespace, drifted_by_kind(result))
                 openings = sum(entry.reason == Reason.METADATA_REACHABLE.value for entry in result.problems)
                 self.metrics.metadata_openings(baseline, plan.namespace, openings)
+                self.metrics.workload_violations(baseline, plan.namespace, dict(result.workload_violations))
 
     def _publish(self, records: Iterable[DriftRecord], drifting: Mapping[str, ObservedBaseline]) -> None:
         """Events and the status's recent-drift list for each drift."""

@@ -4,9 +4,9 @@ Which kind is watched by which, and why:
 
 - SecurityBaseline and ClusterRole: kopf (`_baseline_event`, `_cluster_role_event`). Few, rarely
   changing; kopf discovers the CRD even when it is installed after the operator.
-- Namespace, NetworkPolicy, LimitRange, ResourceQuota, RoleBinding, the default ServiceAccounts: watch.py
-  (`_watched_event`). An object per namespace and more: kopf's per-object machinery cost a third of the
-  CPU in a roll-out.
+- Namespace, NetworkPolicy, LimitRange, ResourceQuota, RoleBinding, the default ServiceAccounts, Pods (for
+  the audit of the workload rules): watch.py (`_watched_event`). An object per namespace and more: kopf's
+  per-object machinery cost a third of the CPU in a roll-out.
 - ValidatingAdmissionPolicy and its bindings (the workload policies), ClusterNetworkPolicy and
   AdminNetworkPolicy (the Admin-tier metadata blocks, only while the cluster serves them): watch.py
   (`_cluster_object_event`), for cluster_objects.py.
@@ -336,7 +336,7 @@ def _cluster_role_event(event: kopf.RawEvent, name: str, memo: OperatorContext, 
         memo.engine.enqueue_all()
 
 
-LEAN_WATCHED_KINDS = (kube.NAMESPACE, kube.SERVICE_ACCOUNT, *MANAGED_KINDS)
+LEAN_WATCHED_KINDS = (kube.NAMESPACE, kube.SERVICE_ACCOUNT, kube.POD, *MANAGED_KINDS)
 """Watched by watch.py; kopf watches the rest (baselines, ClusterRoles)."""
 
 

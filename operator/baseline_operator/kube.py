@@ -64,6 +64,7 @@ class Kind:
 
 NAMESPACE = Kind("v1", "Namespace", "namespaces", namespaced=False)
 SERVICE_ACCOUNT = Kind("v1", "ServiceAccount", "serviceaccounts", namespaced=True)
+POD = Kind("v1", "Pod", "pods", namespaced=True)
 NETWORK_POLICY = Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", namespaced=True)
 LIMIT_RANGE = Kind("v1", "LimitRange", "limitranges", namespaced=True)
 RESOURCE_QUOTA = Kind("v1", "ResourceQuota", "resourcequotas", namespaced=True)
@@ -101,6 +102,7 @@ KINDS = {
     for kind in (
         NAMESPACE,
         SERVICE_ACCOUNT,
+        POD,
         NETWORK_POLICY,
         LIMIT_RANGE,
         RESOURCE_QUOTA,

@@ -75,6 +75,14 @@ class MetricsRecorder:
             registry=registry,
         )
         self._reachable: dict[tuple[str, str], int] = {}
+        self.workload_violation_count = Gauge(
+            f"{PREFIX}_workload_violations",
+            "Running workloads of a namespace that break a workload rule of the baseline (admitted before "
+            "the rule held there: created earlier, in Audit mode, or while exempted).",
+            ["baseline", "namespace", "rule"],
+            registry=registry,
+        )
+        self._violations: dict[tuple[str, str], set[str]] = {}
         self.exemption_expiry = Gauge(
             f"{PREFIX}_exemption_expiry_timestamp_seconds",
             "When each exemption of a baseline ends (Unix time; `index` in spec.exemptions, `state` Active, "
@@ -163,6 +171,17 @@ class MetricsRecorder:
             self.namespaces.labels(baseline, state.value).set(counts.get(state, 0))
         self.baseline_ready.labels(baseline).set(1 if ready else 0)
 
+    def workload_violations(self, baseline: str, namespace: str, by_rule: Mapping[str, int]) -> None:
+        """The workloads breaking each rule of one baseline in one namespace now (empty: none)."""
+        for rule in self._violations.get((baseline, namespace), set()) - set(by_rule):
+            self._remove(self.workload_violation_count, baseline, namespace, rule)
+        for rule, count in by_rule.items():
+            self.workload_violation_count.labels(baseline, namespace, rule).set(count)
+        if by_rule:
+            self._violations[(baseline, namespace)] = set(by_rule)
+        else:
+            self._violations.pop((baseline, namespace), None)
+
     def exemptions(self, baseline: str, expiries: Mapping[tuple[str, str], float]) -> None:
         """The baseline's exemptions now: (index, state) -> expiry; series no longer there go."""
         for gone in self._exemptions.get(baseline, set()) - set(expiries):
@@ -214,6 +233,8 @@ class MetricsRecorder:
             self.drifted(baseline, name, {})
         for baseline, name in [key for key in self._reachable if key[1] == namespace]:
             self.metadata_openings(baseline, name, 0)
+        for baseline, name in [key for key in self._violations if key[1] == namespace]:
+            self.workload_violations(baseline, name, {})
 
     def forget_baseline(self, baseline: str) -> None:
         """Remove every series of a deleted baseline."""
@@ -223,6 +244,8 @@ class MetricsRecorder:
             self.metadata_openings(name, namespace, 0)
         self.exemptions(baseline, {})
         self._exemptions.pop(baseline, None)
+        for name, namespace in [key for key in self._violations if key[0] == baseline]:
+            self.workload_violations(name, namespace, {})
         for state in State:
             self._remove(self.namespaces, baseline, state.value)
         self._remove(self.baseline_ready, baseline)

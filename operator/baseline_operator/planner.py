@@ -53,14 +53,16 @@ from baseline_operator.builders.common import (
 )
 from baseline_operator.builders.network_policy import BLOCK_METADATA_NAME, DEFAULT_DENY_NAME
 from baseline_operator.builders.pod_security import POD_SECURITY_LABEL_PREFIX
+from baseline_operator.builders.workload_policy import rule_asks
 from baseline_operator.compare import FieldDifference, ManagerEntry, differences, last_writer_other_than
-from baseline_operator.exemptions import DEFAULT_LONGEST, section_lifted
+from baseline_operator.exemptions import DEFAULT_LONGEST, rule_lifted_in, section_lifted
 from baseline_operator.identity import FIELD_MANAGER
 from baseline_operator.metadata_audit import metadata_openings
 from baseline_operator.quantity import parse_quantity
 from baseline_operator.selection import SectionAssignment, assign_sections, precedence, selects
-from baseline_operator.spec import BaselineRef, MetadataEnforcement, Mode, Section
+from baseline_operator.spec import BaselineRef, MetadataEnforcement, Mode, Section, WorkloadRule
 from baseline_operator.takeover import give_back_body, plan_takeover, tracked_fields, with_record
+from baseline_operator.workload_audit import violations
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
 
     from baseline_operator.compare import Path
     from baseline_operator.observed import ObservedBaseline, ObservedNamespace, ObservedObject, ObservedPolicy
+    from baseline_operator.pods import ObservedPod
     from baseline_operator.spec import NetworkPolicySpec
 
 _MAX_FIELDS_PER_FINDING = 10
@@ -88,6 +91,7 @@ class Reason(StrEnum):
     QUOTA_BELOW_USAGE = "QuotaBelowUsage"
     METADATA_REACHABLE = "MetadataReachable"
     ADMIN_TIER_NOT_SERVED = "AdminTierNotServed"
+    WORKLOAD_VIOLATION = "WorkloadViolation"
     FORBIDDEN = "Forbidden"
     INVALID = "Invalid"
     API_ERROR = "ApiError"
@@ -95,7 +99,13 @@ class Reason(StrEnum):
 
 # Problems worth reporting that do not stop a baseline from applying its other sections.
 NON_BLOCKING = frozenset(
-    {Reason.CONFLICT, Reason.QUOTA_BELOW_USAGE, Reason.METADATA_REACHABLE, Reason.ADMIN_TIER_NOT_SERVED}
+    {
+        Reason.CONFLICT,
+        Reason.QUOTA_BELOW_USAGE,
+        Reason.METADATA_REACHABLE,
+        Reason.ADMIN_TIER_NOT_SERVED,
+        Reason.WORKLOAD_VIOLATION,
+    }
 )
 
 
@@ -136,6 +146,8 @@ class Problem:
     message: str
     kind: str = ""
     name: str = ""
+    rule: str = ""
+    """The workload rule broken (WorkloadViolation only)."""
 
 
 @dataclass(frozen=True)
@@ -230,6 +242,8 @@ class BaselineOutcome:
     """Drift the operator must not repair: objects labelled as its own that it never wrote."""
     waiting: bool = False
     """Something wanted cannot be written yet (in Audit mode, the default ServiceAccount not created yet)."""
+    workload_violations: dict[str, int] = field(default_factory=dict)
+    """Per workload rule, how many workloads here break it (all of them; `problems` holds a bounded few)."""
 
     @property
     def failed(self) -> bool:
@@ -248,6 +262,8 @@ class NamespaceView:
     cluster_roles: frozenset[str]
     policies: Sequence[ObservedPolicy] = ()
     """The namespace's NetworkPolicies that are not ours."""
+    pods: Sequence[ObservedPod] = ()
+    """The namespace's Pods, as the workload rules read them."""
     admin_tiers: frozenset[MetadataEnforcement] = frozenset()
     """The Admin-tier network policy kinds the cluster serves."""
     admin_blocks: frozenset[tuple[str, str]] = frozenset()
@@ -301,6 +317,8 @@ def plan_namespace(view: NamespaceView, policy: Policy) -> NamespacePlan:
         for baseline in selecting
     }
     _record_conflicts(assignments, outcomes, namespace.name)
+    for baseline in selecting:
+        _audit_workloads(baseline, view, policy, outcomes[baseline.name])
     desired, failed = _desired_objects(
         selecting=selecting,
         assignments=assignments,
@@ -688,6 +706,48 @@ def _metadata_tier(
             )
         )
     return tier
+
+
+MAX_VIOLATIONS_LISTED = 10
+"""Per baseline and namespace, the workload violations listed in the status (the gauge counts all)."""
+
+
+def _audit_workloads(
+    baseline: ObservedBaseline, view: NamespaceView, policy: Policy, outcome: BaselineOutcome
+) -> None:
+    """The running workloads that break the baseline's workload rules here (those not exempted)."""
+    spec = baseline.spec
+    if spec is None or spec.workloads is None or not view.pods:
+        return
+    now = view.now
+    exempt = set[WorkloadRule]()
+    if now is not None:
+        exempt = {
+            rule
+            for rule in WorkloadRule
+            if view.name in rule_lifted_in(spec.exemptions, rule, now, policy.longest_exemption)
+        }
+    found = violations(view.pods, spec.workloads, lambda rule: rule in exempt)
+    asks = rule_asks(spec.workloads)
+    # A workload breaking a rule in two containers counts once for that rule.
+    for rule, _workload in {(violation.rule.value, violation.workload) for violation in found}:
+        outcome.workload_violations[rule] = outcome.workload_violations.get(rule, 0) + 1
+    for violation in found[:MAX_VIOLATIONS_LISTED]:
+        kind, _, name = violation.workload.partition("/")
+        who = f"container {violation.container}" if violation.container else "the Pod"
+        outcome.problems.append(
+            Problem(
+                view.name,
+                Section.WORKLOADS.value,
+                Reason.WORKLOAD_VIOLATION,
+                f"{who} of running {kind} {name} breaks rule {violation.rule.value}: it "
+                f"{asks[violation.rule]}; admitted before the rule held here, it is refused at its next "
+                "create or rollout",
+                kind,
+                name,
+                rule=violation.rule.value,
+            )
+        )
 
 
 def _metadata_reachable(spec: NetworkPolicySpec, view: NamespaceView) -> list[Problem]:

@@ -51,6 +51,7 @@ class ProblemEntry:
     fields: tuple[str, ...] = ()
     changed_by: str | None = None
     since: str | None = None
+    rule: str = ""
 
     def as_status(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -67,6 +68,8 @@ class ProblemEntry:
             entry["changedBy"] = self.changed_by
         if self.since:
             entry["since"] = self.since
+        if self.rule:
+            entry["rule"] = self.rule
         return entry
 
 
@@ -78,6 +81,8 @@ class NamespaceResult:
     state: State
     problems: tuple[ProblemEntry, ...] = ()
     fights: tuple[str, ...] = ()
+    workload_violations: tuple[tuple[str, int], ...] = ()
+    """(rule, workloads breaking it), all of them, for the gauge."""
     """Objects fought over with another writer, e.g. `NetworkPolicy team-a/x with argocd-controller`."""
 
 
@@ -92,10 +97,12 @@ def build_status(
     recent_drift: Sequence[Mapping[str, Any]] = (),
     protected_skipped: Iterable[str] = (),
     exemptions: Sequence[Mapping[str, Any]] = (),
+    minor_reasons: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """The full status object for a baseline; `recent_drift` is newest first, already bounded.
 
-    `protected_skipped` are the protected namespaces the selector matches, which are never selected.
+    `protected_skipped` are the protected namespaces the selector matches, which are never selected;
+    problems of `minor_reasons` are listed after the others.
     """
     matched_names = sorted(matched)
     current = {
@@ -106,6 +113,9 @@ def build_status(
     pending = len(matched_names) - len(current)
     counts = {state: sum(1 for result in current.values() if result.state is state) for state in State}
     problems = [problem for name in sorted(current) for problem in current[name].problems]
+    # What stops a baseline first: findings (running workloads, a namespace's own policies) must not
+    # crowd a failure out of the bounded list.
+    problems.sort(key=lambda problem: problem.reason in minor_reasons)
 
     if spec_error is not None:
         ready = ("False", "InvalidSpec", f"{spec_error} ({_INVALID_SPEC_CONSEQUENCE})")

@@ -182,6 +182,7 @@ class StatusWriter:
             now=self._now(),
             recent_drift=self._recent_drift(baseline),
             exemptions=self._exemption_entries(baseline),
+            minor_reasons=frozenset(reason.value for reason in NON_BLOCKING),
         )
 
     def _exemption_entries(self, baseline: ObservedBaseline) -> list[dict[str, Any]]:
@@ -236,7 +237,8 @@ def namespace_result(
     problems = [*outcome.problems, *failures]
     fighting = list(fighting)
     entries = [
-        ProblemEntry(p.namespace, p.kind, p.name, p.section, p.reason.value, p.message) for p in problems
+        ProblemEntry(p.namespace, p.kind, p.name, p.section, p.reason.value, p.message, rule=p.rule)
+        for p in problems
     ]
     entries += fighting
     entries += [finding_entry(finding) for finding in outcome.unrepairable]
@@ -250,7 +252,13 @@ def namespace_result(
         state = State.CONFLICT
     else:
         state = State.COMPLIANT
-    return NamespaceResult(outcome.generation, state, tuple(entries), tuple(fights))
+    return NamespaceResult(
+        outcome.generation,
+        state,
+        tuple(entries),
+        tuple(fights),
+        tuple(sorted(outcome.workload_violations.items())),
+    )
 
 
 def fighting_entry(finding: Finding, fight: Fight, wall_now: dt.datetime, now: float) -> ProblemEntry:

@@ -17,82 +17,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from kubernetes import client
 from support import Cluster, eventually
+from workload_cases import BREAKS, POD_RULES, REGISTRY, broken, compliant_pod_spec, first_container
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from support import OperatorProcess
-
-DIGEST = "sha256:" + "0" * 64
-REGISTRY = "registry.example.com/"
-ADMISSION = "admissionregistration.k8s.io"
-
-
-def compliant_pod_spec() -> dict[str, Any]:
-    """A Pod spec every rule of the section admits (with REGISTRY allowed)."""
-    return {
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001},
-        "containers": [
-            {
-                "name": "app",
-                "image": f"{REGISTRY}team/app@{DIGEST}",
-                "imagePullPolicy": "Always",
-                "securityContext": {
-                    "allowPrivilegeEscalation": False,
-                    "privileged": False,
-                    "readOnlyRootFilesystem": True,
-                    "capabilities": {"drop": ["ALL"]},
-                },
-                "resources": {
-                    "requests": {"cpu": "100m", "memory": "64Mi"},
-                    "limits": {"cpu": "200m", "memory": "128Mi"},
-                },
-            }
-        ],
-    }
-
-
-def _container(spec: dict[str, Any]) -> dict[str, Any]:
-    container: dict[str, Any] = spec["containers"][0]
-    return container
-
-
-# Each rule, and how to break only it (the seeds' insecure containers, one fault at a time).
-BREAKS: dict[str, Callable[[dict[str, Any]], None]] = {
-    "runAsNonRoot": lambda spec: spec["securityContext"].update(runAsNonRoot=False),
-    "minUID": lambda spec: spec["securityContext"].update(runAsUser=1000),
-    # The API server refuses privileged with allowPrivilegeEscalation false itself: that goes too (so
-    # noPrivilegeEscalation fails as well; the policy reports the first rule broken, in rule order).
-    "noPrivileged": lambda spec: _container(spec)["securityContext"].update(
-        privileged=True, allowPrivilegeEscalation=None
-    ),
-    "noPrivilegeEscalation": lambda spec: _container(spec)["securityContext"].update(
-        allowPrivilegeEscalation=True
-    ),
-    "dropAllCapabilities": lambda spec: _container(spec)["securityContext"].update(
-        capabilities={"drop": ["NET_RAW"]}
-    ),
-    "readOnlyRootFilesystem": lambda spec: _container(spec)["securityContext"].update(
-        readOnlyRootFilesystem=False
-    ),
-    # A request left out is defaulted to its limit by the API server: both go (requireLimits fails too).
-    "requireRequests": lambda spec: _container(spec).update(
-        resources={"requests": {"cpu": "100m"}, "limits": {"cpu": "200m"}}
-    ),
-    "requireLimits": lambda spec: _container(spec)["resources"].pop("limits"),
-    "imagePullPolicyAlways": lambda spec: _container(spec).update(imagePullPolicy="IfNotPresent"),
-    "requireDigest": lambda spec: _container(spec).update(image=f"{REGISTRY}team/app:1.0"),
-    "allowedRegistries": lambda spec: _container(spec).update(image=f"docker.io/library/app@{DIGEST}"),
-    "noHostNamespaces": lambda spec: spec.update(hostNetwork=True),
-    "noHostPath": lambda spec: spec.update(volumes=[{"name": "root", "hostPath": {"path": "/"}}]),
-}
-POD_RULES = {"noHostNamespaces", "noHostPath"}
-
-
-def broken(rule: str) -> dict[str, Any]:
-    spec = compliant_pod_spec()
-    BREAKS[rule](spec)
-    return spec
 
 
 def pod(spec: dict[str, Any]) -> dict[str, Any]:
@@ -214,7 +144,7 @@ def test_every_rule_refuses_a_pod_and_a_deployment_breaking_it_and_admits_the_co
         assert admitted(admission, other, pod(broken(rule))), rule
     # Init containers and CronJobs' templates too.
     with_init = compliant_pod_spec()
-    init = copy.deepcopy(_container(with_init))
+    init = copy.deepcopy(first_container(with_init))
     init.update(name="init", image=f"{REGISTRY}team/init:latest")
     with_init["initContainers"] = [init]
     assert "container init must name its image by digest" in refused(admission, namespace, pod(with_init))
@@ -476,3 +406,39 @@ def _binding_exists(registration: client.AdmissionregistrationV1Api, name: str) 
             return False
         raise
     return True
+
+
+def test_running_pods_that_break_a_rule_are_reported_and_leave_the_report_when_fixed(
+    operator: OperatorProcess,
+    api: client.ApiClient,
+    kube: Cluster,
+    make_namespace: Callable[..., str],
+    make_baseline: Callable[..., dict[str, Any]],
+    label: str,
+) -> None:
+    namespace = make_namespace("wl-running", {"e2e": label})
+    core = client.CoreV1Api(api)
+    # Created before the baseline: admitted then, reported now (the API server judges the same Pods in
+    # the tests above; the unit tests check the audit reads them alike, rule by rule).
+    core.create_namespaced_pod(namespace, {**pod(broken("requireDigest")), "metadata": {"name": "legacy"}})
+    core.create_namespaced_pod(namespace, {**pod(compliant_pod_spec()), "metadata": {"name": "fine"}})
+    name = make_baseline(workloads_baseline(label))["metadata"]["name"]
+    series = f'baseline="{name}",namespace="{namespace}",rule="requireDigest"'
+    gauge = f"baseline_operator_workload_violations{{{series}}} 1.0"
+
+    def reported() -> list[dict[str, Any]]:
+        problems = kube.problems(name)
+        return [p for p in problems if p["reason"] == "WorkloadViolation" and p["namespace"] == namespace]
+
+    [problem] = eventually(reported, what="the running Pod reported")
+    assert (problem["kind"], problem["name"], problem["rule"]) == ("Pod", "legacy", "requireDigest")
+    assert "container app" in problem["message"]
+    eventually(lambda: gauge in operator.metrics(), what="the gauge")
+    assert kube.ready(name)  # a finding about workloads, not a failure to apply the baseline
+    # Fixed (the image pinned by digest: an update the policy admits), it leaves the report and the gauge.
+    pinned = first_container(compliant_pod_spec())["image"]
+    core.patch_namespaced_pod(
+        "legacy", namespace, {"spec": {"containers": [{"name": "app", "image": pinned}]}}
+    )
+    eventually(lambda: not reported(), what="the report gone")
+    eventually(lambda: gauge.rsplit(" ", 1)[0] not in operator.metrics(), what="the gauge gone")

@@ -171,6 +171,10 @@ class ClusterRecords:
         del namespace_name
         return self.sa
 
+    def pods(self, namespace_name: str) -> list[Any]:
+        del namespace_name
+        return []
+
     def policies(self, namespace_name: str) -> list[Any]:
         del namespace_name
         return []

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from cluster_records import POLICY, ROLES, baseline, namespace
+from workload_cases import BREAKS, POD_RULES, REGISTRY, broken, compliant_pod_spec
 
 from baseline_operator.builders.workload_policy import build_workload_policy, workload_policy_name
 from baseline_operator.cluster_objects import ClusterSettings, plan_cluster_objects
@@ -25,8 +26,10 @@ from baseline_operator.exemptions import (
     state,
     status_entries,
 )
-from baseline_operator.planner import Apply, NamespaceView, plan_namespace
+from baseline_operator.planner import MAX_VIOLATIONS_LISTED, Apply, NamespaceView, Reason, plan_namespace
+from baseline_operator.pods import ObservedPod, observe_pod, workload_of
 from baseline_operator.spec import BaselineRef, Section, SpecError, WorkloadRule, parse_spec
+from baseline_operator.workload_audit import violations
 
 NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
 LONGEST = dt.timedelta(days=90)
@@ -244,3 +247,81 @@ def test_the_cluster_plan_renders_the_exemption_and_looks_again_at_its_expiry() 
     assert later_policy is not None
     assert not any("request.namespace in" in v["expression"] for v in later_policy["spec"]["validations"])
     assert later.next_change is None
+
+
+# -- the audit of running Pods -----------------------------------------------------------------------
+
+
+def running(
+    spec: dict[str, Any], *, owner: tuple[str, str] | None = None, name: str = "web-7d9-abcde"
+) -> ObservedPod:
+    metadata: dict[str, Any] = {"name": name, "namespace": "team-a", "uid": f"uid-{name}", "labels": {}}
+    if owner is not None:
+        metadata["ownerReferences"] = [{"kind": owner[0], "name": owner[1], "controller": True}]
+        if owner[0] == "ReplicaSet":
+            metadata["labels"]["pod-template-hash"] = owner[1].rsplit("-", 1)[1]
+    return observe_pod({"metadata": metadata, "spec": spec})
+
+
+# Where breaking one rule also breaks another (the API server would refuse the Pod otherwise).
+ALSO_BROKEN = {"noPrivileged": {"noPrivilegeEscalation"}, "requireRequests": {"requireLimits"}}
+
+
+@pytest.mark.parametrize("rule", sorted(BREAKS))
+def test_the_audit_finds_exactly_the_rule_a_pod_breaks(rule: str) -> None:
+    workloads = parse_spec(spec(workloads={"allowedRegistries": [REGISTRY]})).workloads
+    assert workloads is not None
+    assert violations([running(compliant_pod_spec())], workloads, lambda _: False) == []
+    found = violations([running(broken(rule))], workloads, lambda _: False)
+    assert {violation.rule.value for violation in found} == {rule} | ALSO_BROKEN.get(rule, set())
+    assert all(violation.container == ("" if rule in POD_RULES else "app") for violation in found)
+    # An exemption of the rule hides it.
+    lifted = violations([running(broken(rule))], workloads, lambda lifted_rule: lifted_rule.value == rule)
+    assert rule not in {violation.rule.value for violation in lifted}
+
+
+def test_replicas_count_once_as_their_workload() -> None:
+    workloads = parse_spec(spec(workloads={})).workloads
+    assert workloads is not None
+    pods = [
+        running(broken("requireDigest"), owner=("ReplicaSet", "web-7d9"), name=f"web-7d9-{suffix}")
+        for suffix in ("a", "b", "c")
+    ]
+    pods.append(running(broken("requireDigest"), owner=("StatefulSet", "db"), name="db-0"))
+    found = [v for v in violations(pods, workloads, lambda _: False) if v.rule is WorkloadRule.REQUIRE_DIGEST]
+    assert [v.workload for v in found] == ["Deployment/web", "StatefulSet/db"]
+    assert workload_of({"name": "lonely"}) == "Pod/lonely"
+
+
+def test_the_planner_lists_a_bounded_few_and_counts_them_all() -> None:
+    org = baseline("org", spec(workloads={}))
+    pods = [
+        running(broken("requireDigest"), owner=("StatefulSet", f"db{index}"), name=f"db{index}-0")
+        for index in range(15)
+    ]
+    view = NamespaceView(
+        name="team-a",
+        namespace=namespace("team-a", {"tier": "tenant"}),
+        baselines=[org],
+        objects=[],
+        default_service_account=None,
+        cluster_roles=ROLES,
+        pods=pods,
+        now=NOW,
+    )
+    outcome = plan_namespace(view, POLICY).outcomes["org"]
+    listed = [problem for problem in outcome.problems if problem.reason is Reason.WORKLOAD_VIOLATION]
+    assert len(listed) == MAX_VIOLATIONS_LISTED
+    assert outcome.workload_violations["requireDigest"] == 15
+    assert "breaks rule requireDigest" in listed[0].message
+    assert not outcome.failed  # a finding about workloads, not a failure to apply the baseline
+
+
+def test_docs_controls_maps_every_rule_and_section() -> None:
+    controls = (Path(__file__).parents[2] / "docs" / "controls.md").read_text()
+    rows = {line.split("|")[1].strip() for line in controls.splitlines() if line.startswith("| `")}
+    for rule in WorkloadRule:
+        assert f"`{rule.value}`" in rows, rule
+    for section in Section:
+        if section is not Section.WORKLOADS:
+            assert any(row.startswith(f"`{section.value}") for row in rows), section

@@ -120,6 +120,13 @@ _POD_RULES: Final = {
 """Per Pod rule: (CEL over `variables.pod` that holds when it is kept, what the rule asks)."""
 
 
+def rule_asks(spec: WorkloadsSpec) -> dict[WorkloadRule, str]:
+    """What each rule asks, as the messages say it (the audit of running Pods says it alike)."""
+    asks = {rule: ask for rule, (_, ask) in _container_rules(spec).items()}
+    asks.update({rule: ask for rule, (_, ask) in _POD_RULES.items()})
+    return asks
+
+
 def _validation(
     rule: WorkloadRule, spec: WorkloadsSpec, baseline: str, exempt: Sequence[str]
 ) -> dict[str, Any]:

@@ -55,6 +55,7 @@ from baseline_operator.builders.network_policy import BLOCK_METADATA_NAME, DEFAU
 from baseline_operator.builders.pod_security import POD_SECURITY_LABEL_PREFIX
 from baseline_operator.builders.workload_policy import rule_asks
 from baseline_operator.compare import FieldDifference, ManagerEntry, differences, last_writer_other_than
+from baseline_operator.controls import METADATA_BLOCK_CONTROLS, RULE_CONTROLS
 from baseline_operator.exemptions import DEFAULT_LONGEST, rule_lifted_in, section_lifted
 from baseline_operator.identity import FIELD_MANAGER
 from baseline_operator.metadata_audit import metadata_openings
@@ -148,6 +149,8 @@ class Problem:
     name: str = ""
     rule: str = ""
     """The workload rule broken (WorkloadViolation only)."""
+    controls: tuple[str, ...] = ()
+    """The benchmark lines the finding is about (controls.py)."""
 
 
 @dataclass(frozen=True)
@@ -746,6 +749,7 @@ def _audit_workloads(
                 kind,
                 name,
                 rule=violation.rule.value,
+                controls=RULE_CONTROLS[violation.rule],
             )
         )
 
@@ -765,6 +769,7 @@ def _metadata_reachable(spec: NetworkPolicySpec, view: NamespaceView) -> list[Pr
             "add, so the baseline cannot take that away: list them in the rule's `except`",
             "NetworkPolicy",
             opening.policy,
+            controls=METADATA_BLOCK_CONTROLS,
         )
         for opening in metadata_openings(view.policies, [*blocked.ipv4, *blocked.ipv6])
     ]

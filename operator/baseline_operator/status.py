@@ -52,6 +52,7 @@ class ProblemEntry:
     changed_by: str | None = None
     since: str | None = None
     rule: str = ""
+    controls: tuple[str, ...] = ()
 
     def as_status(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -70,6 +71,8 @@ class ProblemEntry:
             entry["since"] = self.since
         if self.rule:
             entry["rule"] = self.rule
+        if self.controls:
+            entry["controls"] = list(self.controls)
         return entry
 
 

@@ -237,7 +237,16 @@ def namespace_result(
     problems = [*outcome.problems, *failures]
     fighting = list(fighting)
     entries = [
-        ProblemEntry(p.namespace, p.kind, p.name, p.section, p.reason.value, p.message, rule=p.rule)
+        ProblemEntry(
+            p.namespace,
+            p.kind,
+            p.name,
+            p.section,
+            p.reason.value,
+            p.message,
+            rule=p.rule,
+            controls=p.controls,
+        )
         for p in problems
     ]
     entries += fighting

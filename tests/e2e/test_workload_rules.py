@@ -433,6 +433,7 @@ def test_running_pods_that_break_a_rule_are_reported_and_leave_the_report_when_f
     [problem] = eventually(reported, what="the running Pod reported")
     assert (problem["kind"], problem["name"], problem["rule"]) == ("Pod", "legacy", "requireDigest")
     assert "container app" in problem["message"]
+    assert problem["controls"] == ["CIS-5.5.1", "C-0306"]  # what an auditor traces it to (docs/controls.md)
     eventually(lambda: gauge in operator.metrics(), what="the gauge")
     assert kube.ready(name)  # a finding about workloads, not a failure to apply the baseline
     # Fixed (the image pinned by digest: an update the policy admits), it leaves the report and the gauge.

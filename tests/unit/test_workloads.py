@@ -18,6 +18,7 @@ from workload_cases import BREAKS, POD_RULES, REGISTRY, broken, compliant_pod_sp
 
 from baseline_operator.builders.workload_policy import build_workload_policy, workload_policy_name
 from baseline_operator.cluster_objects import ClusterSettings, plan_cluster_objects
+from baseline_operator.controls import METADATA_BLOCK_CONTROLS, RULE_CONTROLS, SECTION_CONTROLS
 from baseline_operator.exemptions import (
     ExemptionState,
     next_change,
@@ -314,6 +315,7 @@ def test_the_planner_lists_a_bounded_few_and_counts_them_all() -> None:
     assert len(listed) == MAX_VIOLATIONS_LISTED
     assert outcome.workload_violations["requireDigest"] == 15
     assert "breaks rule requireDigest" in listed[0].message
+    assert listed[0].controls == ("CIS-5.5.1", "C-0306")
     assert not outcome.failed  # a finding about workloads, not a failure to apply the baseline
 
 
@@ -325,3 +327,20 @@ def test_docs_controls_maps_every_rule_and_section() -> None:
     for section in Section:
         if section is not Section.WORKLOADS:
             assert any(row.startswith(f"`{section.value}") for row in rows), section
+
+
+def test_the_controls_in_status_are_those_docs_controls_lists() -> None:
+    controls = (Path(__file__).parents[2] / "docs" / "controls.md").read_text()
+    rows = {
+        line.split("|")[1].strip().strip("`"): line
+        for line in controls.splitlines()
+        if line.startswith("| `")
+    }
+    for rule, ids in RULE_CONTROLS.items():
+        for control in ids:
+            assert control.removeprefix("CIS-") in rows[rule.value], (rule, control)
+    for section, ids in SECTION_CONTROLS.items():
+        row = " ".join(line for key, line in rows.items() if key.startswith(section.value))
+        for control in ids:
+            assert control.removeprefix("CIS-") in row, (section, control)
+    assert all(control in rows["networkPolicy.metadataAPI"] for control in METADATA_BLOCK_CONTROLS)

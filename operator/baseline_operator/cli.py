@@ -245,7 +245,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         ),
         event_settings=EventSettings(namespace=args.events_namespace),
         backstop_interval=args.backstop_interval,
-        operator_namespace=args.operator_namespace or None,
         admin_policy_priority=args.admin_policy_priority,
         supervisor=Supervisor(metrics),
         loop_bounds=LoopBounds(

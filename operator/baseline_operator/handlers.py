@@ -46,7 +46,6 @@ from baseline_operator.cluster_objects import ClusterObjectsReconciler, ClusterS
 from baseline_operator.engine import Engine, EngineSettings
 from baseline_operator.events import EventRecorder, EventSettings
 from baseline_operator.metrics import MetricsRecorder
-from baseline_operator.protection import ProtectedLabelsPublisher
 from baseline_operator.supervision import NO_HEARTBEAT, Heartbeat, Supervisor, wait_beating
 from baseline_operator.watch import KindWatch
 from baseline_operator.work_queue import Priority
@@ -94,9 +93,6 @@ class OperatorContext:
     watching: set[str] = field(default_factory=set)
     """Resources whose first list is over: a listed (type None) event for one of them means kopf re-listed."""
     resync_wanted: asyncio.Event = field(default_factory=asyncio.Event)
-    operator_namespace: str | None = None
-    """Where the protected label keys are published for admission protection (none: not published)."""
-    protected_labels: ProtectedLabelsPublisher | None = None
     admin_policy_priority: int = DEFAULT_ADMIN_POLICY_PRIORITY
     cluster_objects: ClusterObjectsReconciler | None = None
     rediscovery: asyncio.Task[None] | None = None
@@ -210,11 +206,6 @@ def _start_loops(memo: OperatorContext, events: EventRecorder, engine: Engine) -
         supervisor.start(f"reconcile-{index}", engine.work, stale_after=bounds.worker)
     supervisor.start("status-writer", engine.write_statuses, stale_after=bounds.other)
     supervisor.start("backstop", functools.partial(_backstop, memo), stale_after=bounds.other)
-    if memo.operator_namespace:
-        memo.protected_labels = ProtectedLabelsPublisher(
-            memo.api, memo.operator_namespace, memo.cache.baselines
-        )
-        supervisor.start("protected-labels", memo.protected_labels.run, stale_after=bounds.other)
     memo.cluster_objects = ClusterObjectsReconciler(
         memo.api,
         memo.cache,
@@ -309,8 +300,6 @@ def _baseline_event(
     event: kopf.RawEvent, name: str, uid: str, meta: kopf.Meta, memo: OperatorContext, **_: Any
 ) -> None:
     _record(event, kube.SECURITY_BASELINE, memo)
-    if memo.protected_labels is not None:
-        memo.protected_labels.baselines_changed()
     if memo.cluster_objects is not None:
         memo.cluster_objects.changed()
     engine = memo.engine
@@ -452,8 +441,6 @@ async def _resync(memo: OperatorContext, engine: Engine) -> None:
     gone = await memo.cache.resync(memo.api)
     if gone:
         logger.info("resync: %d cached objects were deleted while a watch was down", len(gone))
-    if gone & known.keys() and memo.protected_labels is not None:
-        memo.protected_labels.baselines_changed()
     for name in (known[uid] for uid in gone & known.keys()):
         if memo.cache.baseline(name) is None:
             memo.generations.pop(name, None)

@@ -23,6 +23,7 @@ from baseline_operator.builders.common import (
     BASELINE_LABEL,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
+    PROTECTED_LABELS_ANNOTATION,
 )
 from baseline_operator.compare import ManagerEntry, Path, field_owners, managers, owned_paths
 from baseline_operator.identity import FIELD_MANAGER
@@ -141,6 +142,8 @@ class ObservedNamespace:
     """The operator's record of the labels it took over (takeover.py), as written."""
     field_owners: Mapping[Path, str] = field(default_factory=dict)
     """Other managers owning Pod Security labels; only kept for labels not owned by us."""
+    protected_labels: str | None = None
+    """The label keys the operator wrote for admission protection (PROTECTED_LABELS_ANNOTATION)."""
 
     @property
     def owns_content(self) -> bool:
@@ -154,8 +157,16 @@ class ObservedNamespace:
     @property
     def body(self) -> Mapping[str, Any]:
         metadata: dict[str, Any] = {"name": self.name, "labels": dict(self.labels)}
-        if self.previous_values is not None:
-            metadata["annotations"] = {PREVIOUS_VALUES_ANNOTATION: self.previous_values}
+        annotations = {
+            key: value
+            for key, value in (
+                (PREVIOUS_VALUES_ANNOTATION, self.previous_values),
+                (PROTECTED_LABELS_ANNOTATION, self.protected_labels),
+            )
+            if value is not None
+        }
+        if annotations:
+            metadata["annotations"] = annotations
         return {"metadata": metadata}
 
 
@@ -261,6 +272,7 @@ def observe_namespace(body: Mapping[str, Any]) -> ObservedNamespace:
         resource_version=str(metadata.get("resourceVersion", "")),
         previous_values=_shared_text((metadata.get("annotations") or {}).get(PREVIOUS_VALUES_ANNOTATION)),
         field_owners=_foreign_owners("Namespace", body, managed_fields, owned),
+        protected_labels=_shared_text((metadata.get("annotations") or {}).get(PROTECTED_LABELS_ANNOTATION)),
     )
 
 

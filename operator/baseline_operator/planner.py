@@ -49,6 +49,7 @@ from baseline_operator.builders.common import (
     ENFORCED_LABEL,
     ENFORCED_VALUE,
     METADATA_BLOCK_LABEL,
+    PROTECTED_LABELS_ANNOTATION,
     SECTION_LABEL,
 )
 from baseline_operator.builders.network_policy import BLOCK_METADATA_NAME, DEFAULT_DENY_NAME
@@ -60,7 +61,13 @@ from baseline_operator.exemptions import DEFAULT_LONGEST, rule_lifted_in, sectio
 from baseline_operator.identity import FIELD_MANAGER
 from baseline_operator.metadata_audit import metadata_openings
 from baseline_operator.quantity import parse_quantity
-from baseline_operator.selection import SectionAssignment, assign_sections, precedence, selects
+from baseline_operator.selection import (
+    SectionAssignment,
+    assign_sections,
+    precedence,
+    protected_label_keys,
+    selects,
+)
 from baseline_operator.spec import BaselineRef, MetadataEnforcement, Mode, Section, WorkloadRule
 from baseline_operator.takeover import give_back_body, plan_takeover, tracked_fields, with_record
 from baseline_operator.workload_audit import violations
@@ -334,7 +341,12 @@ def plan_namespace(view: NamespaceView, policy: Policy) -> NamespacePlan:
     # stays exactly as it is: nothing is released, and no apply of the other baselines lets go of it.
     keep = bool(failed or invalid)
     audited = _mark_enforced(
-        desired, selecting, failed, namespace, _admin_tier_block(assignments, failed, view)
+        desired,
+        selecting,
+        failed,
+        namespace,
+        metadata_block=_admin_tier_block(assignments, failed, view),
+        protected_keys=protected_label_keys(view.baselines),
     )
     live_by_key = {(live.kind, live.name): live for live in view.objects}
     actions: list[Action] = []
@@ -393,11 +405,15 @@ def _mark_enforced(
     selecting: Sequence[ObservedBaseline],
     failed: set[str],
     namespace: ObservedNamespace,
+    *,
     metadata_block: str | None,
+    protected_keys: Sequence[str],
 ) -> list[_Desired]:
     """Mark the Namespace's desired body `enforced` if an Enforce baseline selects it.
 
-    And label it for the Admin-tier metadata block of `metadata_block`, if any.
+    And label it for the Admin-tier metadata block of `metadata_block`, if any; and write on it the label
+    keys Enforce baselines read, which admission protection then keeps (selection-labels.yaml reads them
+    from the namespace itself: no parameter object for the API server to lose track of).
 
     Returns the Namespace body of an Audit baseline it replaced (to be compared, not written).
     """
@@ -411,8 +427,11 @@ def _mark_enforced(
     marks = {ENFORCED_LABEL: ENFORCED_VALUE}
     if metadata_block is not None:
         marks[METADATA_BLOCK_LABEL] = metadata_block
+    annotations = {PROTECTED_LABELS_ANNOTATION: ",".join(protected_keys)} if protected_keys else {}
     if current is not None and _mode(current.baseline) is Mode.ENFORCE:
         current.body["metadata"].setdefault("labels", {}).update(marks)
+        if annotations:
+            current.body["metadata"].setdefault("annotations", {}).update(annotations)
         return []
     labels = dict(marks)
     audited: list[_Desired] = []
@@ -426,7 +445,10 @@ def _mark_enforced(
             and ("metadata", "labels", label) in namespace.owned
         )
         audited.append(current)
-    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace.name, "labels": labels}}
+    metadata: dict[str, Any] = {"name": namespace.name, "labels": labels}
+    if annotations:
+        metadata["annotations"] = annotations
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}
     desired[key] = _Desired(body, enforcing[0], Section.POD_SECURITY)
     return audited
 

@@ -129,6 +129,9 @@ class Cluster:
         }
         return found
 
+    def annotations(self, namespace: str) -> dict[str, str]:
+        return dict(self.core.read_namespace(namespace).metadata.annotations or {})
+
     def labels(self, namespace: str) -> dict[str, str]:
         return self.core.read_namespace(namespace).metadata.labels or {}
 
@@ -191,17 +194,6 @@ def remove_lease(api: client.ApiClient) -> None:
     """Delete the leader-election Lease an earlier test left, so that the next replica creates and leads."""
     try:
         client.CoordinationV1Api(api).delete_namespaced_lease("baseline-operator", OPERATOR_NAMESPACE)
-    except client.ApiException as error:
-        if error.status != 404:
-            raise
-
-
-def remove_protected_labels(api: client.ApiClient) -> None:
-    """Delete the ConfigMap of protected label keys, so that the next operator publishes it afresh."""
-    try:
-        client.CoreV1Api(api).delete_namespaced_config_map(
-            "baseline-operator-protected-labels", OPERATOR_NAMESPACE
-        )
     except client.ApiException as error:
         if error.status != 404:
             raise

@@ -30,7 +30,6 @@ from support import (
     full_spec,
     new_operator,
     remove_lease,
-    remove_protected_labels,
 )
 
 from localcluster.binaries import KUBERNETES
@@ -160,8 +159,6 @@ def test_each_verb_granted_is_a_request_the_operator_makes(
     label: str,
 ) -> None:
     remove_lease(api)
-    # Published afresh by the operator about to start (read, then applied): the ConfigMap verbs are used.
-    remove_protected_labels(api)
     since = time.time()
     # One replica with leader election: the Lease verbs are part of the job.
     with operator_instead(operator, tmp_path, operator_kubeconfig, "--leader-election-id", "rbac-check"):
@@ -192,7 +189,6 @@ def test_each_verb_granted_is_a_request_the_operator_makes(
     # Checked inside another request, never a request of their own: proven by removal, below.
     inner = {("create", "limitranges"), ("create", "resourcequotas"), ("create", "networkpolicies")}
     inner |= {("create", "rolebindings"), ("create", "serviceaccounts"), ("bind", "clusterroles")}
-    inner |= {("create", "configmaps")}
     inner |= {("create", "validatingadmissionpolicies"), ("create", "validatingadmissionpolicybindings")}
     # Only where the cluster serves the network policy API's Admin tier: exercised in test_admin_tier.py.
     inner |= {

@@ -272,20 +272,10 @@ def test_a_label_editor_cannot_change_pod_security_nor_the_labels_baselines_read
     namespace, _ = enforced(make_namespace, make_baseline, kube, label)
     wait_until_protected(api, namespace)
     labeler = client.CoreV1Api(as_user(api, LABELER))
-    # The keys the operator published for the policy: this baseline selects by `e2e`.
+    # The keys the operator wrote on the namespace for the policy: this baseline selects by `e2e`.
     eventually(
-        lambda: (
-            "e2e"
-            in (
-                kube.core.read_namespaced_config_map(
-                    "baseline-operator-protected-labels", "baseline-system"
-                ).data
-                or {}
-            )
-            .get("labelKeys", "")
-            .split(",")
-        ),
-        what="the selection key published",
+        lambda: "e2e" in kube.annotations(namespace).get("baseline.dev/protected-labels", "").split(","),
+        what="the selection key written",
     )
     attempts = {
         "weaken enforce": {PSA: "privileged"},
@@ -293,6 +283,10 @@ def test_a_label_editor_cannot_change_pod_security_nor_the_labels_baselines_read
         "drop the enforced mark": {"baseline.dev/enforced": None},
         "leave the baseline": {"e2e": None},
         "move to another baseline": {"e2e": "elsewhere"},
+    }
+    annotation_attempts = {
+        "forget the keys": {"baseline.dev/protected-labels": None},
+        "rewrite the keys": {"baseline.dev/protected-labels": "cost-center"},
     }
     for what, labels in attempts.items():
 
@@ -308,6 +302,11 @@ def test_a_label_editor_cannot_change_pod_security_nor_the_labels_baselines_read
             namespace, {"metadata": {"annotations": {"baseline.dev/previous-values": "{}"}}}
         )
     )
+    for what, change in annotation_attempts.items():
+        message = refused(
+            lambda change=change: labeler.patch_namespace(namespace, {"metadata": {"annotations": change}})
+        )
+        assert "baseline-operator" in message, (what, message)
     labeler.patch_namespace(
         namespace, {"metadata": {"labels": {"cost-center": "42"}}}
     )  # other labels: theirs

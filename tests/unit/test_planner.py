@@ -489,3 +489,30 @@ def test_egress_policies_of_the_namespace_shape_the_block_and_one_opening_the_me
     assert problem.name == "web-out"
     assert "169.254.169.254/32" in problem.message
     assert not plan.outcomes["org"].failed  # reported, not blocking
+
+
+def test_an_enforced_namespace_carries_the_label_keys_admission_protection_keeps() -> None:
+    org = baseline("org", {"namespaceSelector": {"matchLabels": {"tier": "tenant"}}, "limitRange": {}})
+    team = baseline(
+        "team",
+        {
+            "mode": "Enforce",
+            "namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "Exists"}]},
+            "resourceQuota": {"hard": {"pods": "10"}},
+        },
+    )
+    view = NamespaceView(
+        name="team-a",
+        namespace=namespace("team-a", {"tier": "tenant"}),
+        baselines=[org, team],
+        objects=[],
+        default_service_account=None,
+        cluster_roles=ROLES,
+    )
+    [body] = [
+        action.body
+        for action in plan_namespace(view, POLICY).actions
+        if isinstance(action, Apply) and action.body["kind"] == "Namespace"
+    ]
+    # Every Enforce baseline's keys: a label that would move the namespace to another baseline counts too.
+    assert body["metadata"]["annotations"]["baseline.dev/protected-labels"] == "team,tier"

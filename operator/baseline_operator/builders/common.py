@@ -25,6 +25,9 @@ SECTION_LABEL: Final = "baseline.dev/section"
 # operator.
 ENFORCED_LABEL: Final = "baseline.dev/enforced"
 ENFORCED_VALUE: Final = "true"
+# On an enforced Namespace: the label keys Enforce baselines read, comma-separated, which admission
+# protection (manifests/admission/selection-labels.yaml) keeps from anyone but the operator.
+PROTECTED_LABELS_ANNOTATION: Final = "baseline.dev/protected-labels"
 # On a Namespace: the baseline whose cluster-scoped Admin-tier policy blocks the metadata APIs there (that
 # policy selects the namespaces by this label; see admin_network_policy.py).
 METADATA_BLOCK_LABEL: Final = "baseline.dev/metadata-block"

@@ -45,6 +45,15 @@ node: setup node-packages ## Build the real node: kubelet, kube-proxy, kube-sche
 	@echo "==> real-node binaries (cold build: several minutes on 2 cores, then cached)"
 	@$(BIN)/baseline-localcluster build --node
 
+.PHONY: image-packages
+image-packages: ## Debian packages the image build needs: mmdebstrap, buildah (root)
+	@hack/install-image-packages.sh
+
+.PHONY: image
+image: setup image-packages ## Build the operator's image without Docker (Debian base, buildah) -> .dev/image/ (OCI archive, SBOM)
+	@echo "==> the operator's image (cold: about 2 minutes, the base then cached; skipped when nothing changed)"
+	@$(BIN)/python -m localcluster.operator_image --output $(DEV)/image
+
 .PHONY: cluster-up
 cluster-up: controlplane $(if $(NODE),node) ## Start the local control plane (NODE=1: and a real node, needs root); writes .dev/kubeconfig
 	@$(BIN)/baseline-localcluster --dev-dir $(DEV) up $(if $(NODE),--node)
@@ -78,7 +87,7 @@ node-test: node ## Smoke tests of the real node (Pods, DNS, NetworkPolicies on p
 	@$(BIN)/pytest tests/node
 
 .PHONY: test
-test: lint controlplane test-tools node ## Everything CI runs: lint, unit, e2e and real-node tests
+test: lint controlplane test-tools node image ## Everything CI runs: lint, unit, e2e and real-node tests
 	@echo "==> tests (unit, then e2e on a real control plane)"
 	@$(BIN)/pytest tests
 

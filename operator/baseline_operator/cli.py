@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import signal
 import sys
 import urllib.parse
 from pathlib import Path
@@ -296,7 +297,8 @@ async def _lead(
     """Wait for the Lease, work while holding it, hand it over on a graceful stop."""
     context.metrics.leading(leading=False)
     context.standby = True
-    await elector.acquire()
+    if not await _acquire_unless_stopped(elector):
+        return 0
     context.standby = False
     context.metrics.leading(leading=True)
     assert context.supervisor is not None  # noqa: S101 - made in cmd_run
@@ -313,6 +315,32 @@ async def _lead(
     await elector.release()
     await working  # a crash of the operator itself still fails the process, after the hand-over
     return 0
+
+
+async def _acquire_unless_stopped(elector: LeaderElector) -> bool:
+    """Wait for the Lease; False when SIGTERM or SIGINT came first.
+
+    kopf handles those signals only once it runs. A standby in a container is its PID 1, for which the
+    kernel drops a signal nobody handles: it would neither stop when its Pod is deleted (until the grace
+    period kills it) nor keep from taking the Lease meanwhile. A Lease taken just as the signal came is
+    released again.
+    """
+    loop = asyncio.get_running_loop()
+    acquiring = asyncio.ensure_future(elector.acquire())
+    stops = (signal.SIGTERM, signal.SIGINT)
+    for stop in stops:
+        loop.add_signal_handler(stop, acquiring.cancel)
+    try:
+        await asyncio.wait({acquiring})
+    finally:
+        for stop in stops:
+            loop.remove_signal_handler(stop)
+    if acquiring.cancelled():
+        logging.getLogger(__name__).info("stopped while standing by")
+        await elector.release()
+        return False
+    acquiring.result()
+    return True
 
 
 @contextlib.asynccontextmanager

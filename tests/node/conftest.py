@@ -6,6 +6,7 @@ not build) fails the session loudly: `make node` installs and builds what the no
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import uuid
@@ -17,7 +18,7 @@ import yaml
 from kubernetes import client, config
 from node_pods import Pods
 
-from localcluster import binaries, host
+from localcluster import binaries, host, operator_image
 from localcluster.node import LocalNode, reap_slot
 from localcluster.operator_process import OperatorProcess, new_operator
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
 NODE_TESTS = str(Path(__file__).parent)
+IN_CLUSTER_TESTS = str(Path(__file__).parent / "test_in_cluster.py")
 NO_ROOT = "the real node needs root (network namespaces, cgroups, mounts); this run is not root"
 
 
@@ -45,6 +47,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     # A cold build takes minutes: do it before the first test, outside any test's timeout.
     if os.geteuid() == 0 and any(str(item.path).startswith(NODE_TESTS) for item in session.items):
         binaries.ensure_control_plane(tools=(*binaries.CONTROL_PLANE, *binaries.NODE))
+    # The operator's image too, when a test runs it (`make image` has usually built it: then this only
+    # checks that its inputs did not change). A machine that cannot build it fails in the test instead.
+    runs_it = any(str(item.path) == IN_CLUSTER_TESTS for item in session.items)
+    if runs_it and not operator_image.missing_prerequisites():
+        with contextlib.suppress(operator_image.ImageBuildError):  # the test's fixture says why
+            operator_image.ensure_image()
 
 
 def start_node(state_dir: Path) -> LocalNode:
@@ -107,8 +115,21 @@ RBAC_KINDS = frozenset(
 
 
 @pytest.fixture(scope="session")
+def host_operators() -> list[OperatorProcess]:
+    """The operators this session runs on the host (the `operator` fixture's), while they run.
+
+    Tests that run the operator in the cluster stop them for their duration: both would contend for the
+    one Lease, and a write by the host's replica could pass for the in-cluster one's.
+    """
+    return []
+
+
+@pytest.fixture(scope="session")
 def operator(
-    node: LocalNode, api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
+    node: LocalNode,
+    api: client.ApiClient,
+    tmp_path_factory: pytest.TempPathFactory,
+    host_operators: list[OperatorProcess],
 ) -> Iterator[OperatorProcess]:
     """The real operator on the node's control plane, as its ServiceAccount with the RBAC of manifests/.
 
@@ -147,9 +168,11 @@ def operator(
     kubeconfig = node.cluster.write_token_kubeconfig(folder / "operator.kubeconfig", token=token)
     process = new_operator(folder, kubeconfig)
     process.start()
+    host_operators.append(process)
     try:
         yield process
     finally:
+        host_operators.remove(process)
         process.stop()
 
 

@@ -35,8 +35,12 @@ class Instruction:
 @dataclass
 class Stage:
     image: str
+    """The base image, with the global build arguments' defaults substituted (what `docker build` pulls
+    when no --build-arg is given)."""
     name: str | None
     instructions: list[Instruction] = field(default_factory=list)
+    written_image: str = ""
+    """The base image as written in the FROM line, e.g. `${BASE_IMAGE}`."""
 
     def all(self, keyword: str) -> list[Instruction]:
         return [instruction for instruction in self.instructions if instruction.keyword == keyword]
@@ -84,15 +88,39 @@ def logical_lines(text: str) -> Iterator[tuple[int, str]]:
         yield start, " ".join(pending)
 
 
+_VARIABLE = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))")
+
+
+def global_arguments(text: str) -> dict[str, str]:
+    """The build arguments declared before the first FROM, with their defaults ("" when none)."""
+    arguments: dict[str, str] = {}
+    for _, content in logical_lines(text):
+        keyword, _, rest = content.partition(" ")
+        if keyword.upper() == "FROM":
+            break
+        if keyword.upper() == "ARG":
+            key, _, value = rest.strip().partition("=")
+            arguments[key] = value.strip().strip("\"'")
+    return arguments
+
+
 def parse_dockerfile(text: str) -> list[Stage]:
     stages: list[Stage] = []
+    arguments = global_arguments(text)
+
+    def substitute(match: re.Match[str]) -> str:
+        variable = match["braced"] or match["bare"]
+        if variable not in arguments:
+            raise ValueError(f"FROM uses ${variable}, which no ARG before the first FROM declares")
+        return arguments[variable]
+
     for line, content in logical_lines(text):
-        keyword, _, arguments = content.partition(" ")
-        instruction = Instruction(keyword.upper(), arguments.strip(), line)
+        keyword, _, rest = content.partition(" ")
+        instruction = Instruction(keyword.upper(), rest.strip(), line)
         if instruction.keyword == "FROM":
-            words = [word for word in arguments.split() if not word.startswith("--")]
+            words = [word for word in rest.split() if not word.startswith("--")]
             name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
-            stages.append(Stage(image=words[0], name=name))
+            stages.append(Stage(image=_VARIABLE.sub(substitute, words[0]), name=name, written_image=words[0]))
         elif not stages:
             if instruction.keyword != "ARG":
                 raise ValueError(f"line {line}: {instruction.keyword} before the first FROM")

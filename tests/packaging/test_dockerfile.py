@@ -19,7 +19,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from docker_inputs import DOCKERFILE, REPO_ROOT, Stage, dockerignore, parse_dockerfile, stages
+from docker_inputs import (
+    DOCKERFILE,
+    REPO_ROOT,
+    Stage,
+    dockerignore,
+    global_arguments,
+    parse_dockerfile,
+    stages,
+)
 
 from baseline_operator.cli import build_parser
 
@@ -69,6 +77,16 @@ def test_every_base_image_is_pinned_by_digest() -> None:
         match = PINNED_IMAGE.fullmatch(stage.image)
         assert match, f"{stage.image}: pin it as image:tag@sha256:<64 hex>"
         assert match["tag"] != "latest"
+
+
+def test_one_build_argument_names_the_base_of_every_stage_and_defaults_to_the_pinned_image() -> None:
+    # `make image` builds on a base of Debian's own packages by passing BASE_IMAGE; a build without
+    # arguments (the published one) gets the pinned upstream image. One argument for both stages keeps
+    # them on the same base whichever is chosen.
+    written = {stage.written_image for stage in stages()}
+    assert written == {"${BASE_IMAGE}"}
+    default = global_arguments(DOCKERFILE.read_text())["BASE_IMAGE"]
+    assert PINNED_IMAGE.fullmatch(default), default
 
 
 def test_builder_and_runtime_share_one_base_image_of_the_checked_python() -> None:
@@ -122,6 +140,25 @@ def pip_subcommand(words: list[str]) -> str | None:
     if "pip" not in words:
         return None
     return next((word for word in words[words.index("pip") + 1 :] if word in PIP_SUBCOMMANDS), None)
+
+
+def test_locked_dependencies_are_installed_before_the_sources_are_copied() -> None:
+    # A layer of their own: a change to the operator's code rebuilds from the wheel on, and neither
+    # downloads nor installs the dependencies again.
+    builder = stages()[0]
+    steps = [(instruction.keyword, instruction.arguments) for instruction in builder.instructions]
+    lock_install = next(
+        index
+        for index, (keyword, arguments) in enumerate(steps)
+        if keyword == "RUN" and "runtime.txt" in arguments
+    )
+    sources_copied = next(
+        index
+        for index, (keyword, arguments) in enumerate(steps)
+        if keyword == "COPY" and "operator/" in arguments
+    )
+    assert lock_install < sources_copied
+    assert "--require-hashes" in steps[lock_install][1]
 
 
 def test_pip_never_keeps_a_cache() -> None:
@@ -191,3 +228,13 @@ def test_parser_reads_continuations_comments_and_stages() -> None:
     assert [(stage.image, stage.name) for stage in stages_] == [("a:1@sha256:00", "build"), ("build", None)]
     assert stages_[0].all("RUN")[0].arguments == "one && two"
     assert stages_[1].env() == {"A": "1", "B": "two words"}
+
+
+def test_parser_substitutes_the_global_build_arguments_defaults_in_from() -> None:
+    stages_ = parse_dockerfile('ARG BASE="a:1@sha256:00"\nARG TAG=2\nFROM ${BASE} AS one\nFROM b:$TAG\n')
+    assert [(stage.image, stage.written_image) for stage in stages_] == [
+        ("a:1@sha256:00", "${BASE}"),
+        ("b:2", "b:$TAG"),
+    ]
+    with pytest.raises(ValueError, match="UNDECLARED"):
+        parse_dockerfile("FROM ${UNDECLARED}\n")

@@ -1,0 +1,457 @@
+"""The operator's image, run as the Deployment of manifests/ on the real node.
+
+`make image` builds the image (`localcluster.operator_image`); here it is imported into the node's
+containerd and `kubectl kustomize manifests/` is applied as it is but for one thing: the Deployment names
+the imported image by its digest with `imagePullPolicy: Never`, where the manifests pin a registry digest
+with `Always` (nothing can be pulled here). The operator then runs as users run it: two replicas, the
+in-cluster ServiceAccount token, the NetworkPolicies of its own namespace, Pod Security `restricted`.
+
+The host-run operator of the other node tests is stopped meanwhile (the `host_operators` fixture): it
+would contend for the same Lease. That the in-cluster replicas did the work is read from the API server's
+audit log, which names the Pod whose bound token made each request.
+
+What the egress policy means on this node (measured here, and asserted below so that a change shows):
+the API server listens on the node's own address, on a port chosen at start, and the `kubernetes` Service
+(10.0.0.1:443) is translated to it before routing. Traffic to the node itself is delivered locally, where
+the enforcer does not look (it polices forwarded traffic), so the policy's 443/6443 rule is never what
+lets the operator reach the API server here: it would reach it on any port. On a cluster whose API server
+is off the node, the rule sees the translated port (443 or 6443 are allowed; another port would be
+refused). The rule names no address, so any address on 443/6443 is open to the operator: a Pod listening
+on 6443 in another namespace answers it.
+
+Only a real container shows how each replica handles SIGTERM: as its container's PID 1, a process gets no
+signal it has no handler for. The standby used to have none before it led (kopf installs its own once it
+runs): a deleted standby Pod went only when its grace period ended (30 s), and a standby being stopped took
+the Lease the leader released. It now handles SIGTERM while it waits (cli.py), which the test below checks
+for both replicas.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from ipaddress import ip_address, ip_network
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import yaml
+from kubernetes import client
+from node_pods import Probe
+from test_floor_packets import wait_for
+from test_node_smoke import until_blocked
+
+from localcluster import netns, operator_image
+from localcluster.node import CLUSTER_DNS
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from node_pods import Pods
+
+    from localcluster.node import LocalNode
+    from localcluster.operator_process import OperatorProcess
+
+REPO = Path(__file__).resolve().parents[2]
+NAMESPACE = "baseline-system"
+DEPLOYMENT = "baseline-operator"
+LEASE = "baseline-operator"
+SELECTOR = "app.kubernetes.io/name=baseline-operator"
+SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:baseline-operator"
+METRICS_SERVICE = f"baseline-operator-metrics.{NAMESPACE}.svc:8080"
+RUNTIME_UID = 15555
+KEPT = frozenset(
+    # What the host-run operator of the other tests needs (its RBAC and the CRD): left in place.
+    {
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "CustomResourceDefinition",
+    }
+)
+WRITES = frozenset({"create", "update", "patch", "delete"})
+# A TCP connection from inside the operator's container: the image has Python and no other client.
+CONNECT = """
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+try:
+    socket.create_connection((host, port), timeout=3).close()
+except OSError as error:
+    sys.exit(f"{host}:{port}: {error}")
+"""
+RESOLVE = "import socket, sys; print(socket.getaddrinfo(sys.argv[1], 443)[0][4][0])"
+
+
+@dataclass
+class InCluster:
+    """The Deployment from manifests/ running the built image."""
+
+    image: str
+    """The reference the Pods run, `baseline.test/baseline-operator@sha256:...`."""
+    ready_seconds: float
+    """From `kubectl apply` to every replica Ready."""
+    node: LocalNode
+
+    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.node.kubectl_command(*args), capture_output=True, text=True, check=check, timeout=60
+        )
+
+    def exec_python(self, pod: str, code: str, *args: str) -> Probe:
+        result = self.kubectl("exec", "-n", NAMESPACE, pod, "--", "python", "-c", code, *args, check=False)
+        return Probe(result.returncode, result.stdout, result.stderr)
+
+    def connect(self, pod: str, host: str, port: int) -> Probe:
+        return self.exec_python(pod, CONNECT, host, str(port))
+
+
+def ready_pods(api: client.ApiClient) -> list[client.V1Pod]:
+    pods = client.CoreV1Api(api).list_namespaced_pod(NAMESPACE, label_selector=SELECTOR).items
+    return [
+        pod
+        for pod in pods
+        if pod.metadata.deletion_timestamp is None
+        and any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+    ]
+
+
+def leader(api: client.ApiClient) -> str:
+    lease = client.CoordinationV1Api(api).read_namespaced_lease(LEASE, NAMESPACE)
+    return str(lease.spec.holder_identity or "")
+
+
+def rendered_manifests(node: LocalNode, image: str) -> list[dict[str, Any]]:
+    """`kubectl kustomize manifests/`, with the Deployment on the imported image; nothing else changed."""
+    rendered = subprocess.run(
+        node.kubectl_command("kustomize", str(REPO / "manifests")), capture_output=True, text=True, check=True
+    ).stdout
+    documents = [document for document in yaml.safe_load_all(rendered) if document]
+    (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    # The manifests pin the published image by digest with `Always`; this one can only be found locally.
+    container["image"] = image
+    container["imagePullPolicy"] = "Never"
+    return documents
+
+
+@pytest.fixture(scope="module")
+def no_host_operator(host_operators: list[OperatorProcess]) -> Iterator[None]:
+    paused = list(host_operators)
+    for process in paused:
+        process.stop()
+    yield
+    for process in paused:
+        process.start()
+
+
+@pytest.fixture(scope="module")
+def in_cluster(node: LocalNode, api: client.ApiClient, no_host_operator: None) -> Iterator[InCluster]:
+    # Built (or found current) before the first test, by conftest; built here only if that failed, to
+    # say why. Not rebuilt when the sources changed since: the session tests one image.
+    report = operator_image.last_build()
+    if report is None:
+        missing = operator_image.missing_prerequisites()
+        if missing:
+            pytest.fail("the operator's image cannot be built here: " + "; ".join(missing))
+        report = operator_image.ensure_image()
+    image = operator_image.import_into_containerd(report, node.binaries["ctr"], node.containerd_socket)
+    documents = rendered_manifests(node, image)
+    started = time.monotonic()
+    subprocess.run(
+        node.kubectl_command("apply", "--server-side", "-f", "-"),
+        input=yaml.safe_dump_all(documents),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    wait_for(lambda: len(ready_pods(api)) == 2, "both replicas Ready", timeout=180)
+    deployed = InCluster(image, round(time.monotonic() - started, 1), node)
+    print(f"in-cluster operator: {image}; both replicas Ready {deployed.ready_seconds} s after apply")  # noqa: T201
+    try:
+        yield deployed
+    finally:
+        stop_replicas(api)
+        removed = [d for d in documents if d["kind"] not in KEPT]
+        subprocess.run(
+            node.kubectl_command("delete", "--ignore-not-found", "--wait=true", "-f", "-"),
+            input=yaml.safe_dump_all(removed),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+
+def stop_replicas(api: client.ApiClient) -> None:
+    """Stop the Deployment's Pods and leave the Lease free, before the host-run operator comes back.
+
+    In an order that leaves no candidate behind to take the Lease the leader releases: the Pods are
+    orphaned (no controller replaces them), the standby is stopped first (it holds nothing), and only then
+    the leader, gracefully, so that it releases the Lease.
+    """
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    apps.delete_namespaced_deployment(DEPLOYMENT, NAMESPACE, propagation_policy="Orphan")
+    for replica_set in apps.list_namespaced_replica_set(NAMESPACE, label_selector=SELECTOR).items:
+        apps.delete_namespaced_replica_set(replica_set.metadata.name, NAMESPACE, propagation_policy="Orphan")
+    holder = leader(api)
+
+    def replicas() -> set[str]:
+        return {
+            pod.metadata.name for pod in core.list_namespaced_pod(NAMESPACE, label_selector=SELECTOR).items
+        }
+
+    standbys = replicas() - {holder}
+    for pod in standbys:
+        # A grace period of 1 s rather than a forced deletion: the Pod then leaves the API only once the
+        # kubelet has seen its container die, and cannot take the Lease after that.
+        with contextlib.suppress(client.ApiException):
+            core.delete_namespaced_pod(pod, NAMESPACE, grace_period_seconds=1)
+    wait_for(lambda: not replicas() & standbys, "the standby Pods gone", timeout=60)
+    with contextlib.suppress(client.ApiException):
+        core.delete_namespaced_pod(holder, NAMESPACE)
+    wait_for(lambda: not replicas(), "the leader's Pod gone", timeout=60)
+    assert leader(api) == "", "the leader released the Lease as it stopped"
+
+
+def test_the_replicas_run_the_built_image_as_15555_with_a_read_only_root(
+    in_cluster: InCluster, api: client.ApiClient
+) -> None:
+    pods = ready_pods(api)
+    assert len(pods) == 2
+    digest = in_cluster.image.split("@", 1)[1]
+    for pod in pods:
+        (status,) = pod.status.container_statuses
+        assert status.image_id.endswith(digest), status.image_id
+        assert status.restart_count == 0
+        context = pod.spec.containers[0].security_context
+        assert context.read_only_root_filesystem is True
+        assert (context.run_as_user, context.run_as_group) == (RUNTIME_UID, RUNTIME_UID)
+        # What the process is, and what it may write, seen from inside.
+        probe = in_cluster.exec_python(
+            pod.metadata.name,
+            "import json, os\n"
+            "def writable(path):\n"
+            "    try:\n"
+            "        open(path, 'w').close()\n"
+            "    except OSError as error:\n"
+            "        return error.errno\n"
+            "    return 0\n"
+            "print(json.dumps({'ids': [os.getuid(), os.getgid(), os.geteuid()],"
+            " 'root': writable('/probe'), 'venv': writable('/opt/venv/probe'),"
+            " 'tmp': writable('/tmp/probe')}))",
+        )
+        assert probe.ok, probe
+        seen = json.loads(probe.stdout)
+        assert seen["ids"] == [RUNTIME_UID, RUNTIME_UID, RUNTIME_UID]
+        erofs = 30
+        assert seen["root"] == seen["venv"] == erofs, "the root file system is read-only"
+        assert seen["tmp"] == 0, "the emptyDir on /tmp is the one writable place"
+
+
+def test_the_in_cluster_operator_reconciles_a_baseline_applied_from_outside(
+    in_cluster: InCluster,
+    api: client.ApiClient,
+    make_namespace: Callable[..., str],
+    custom: client.CustomObjectsApi,
+) -> None:
+    label = uuid.uuid4().hex[:8]
+    namespace = make_namespace("incluster", {"incluster": label})
+    name = create_baseline(custom, label)
+    try:
+        networking = client.NetworkingV1Api(api)
+        managed = "app.kubernetes.io/managed-by=baseline-operator"
+        found = wait_for(
+            lambda: networking.list_namespaced_network_policy(namespace, label_selector=managed).items,
+            "the baseline's NetworkPolicies in the selected namespace",
+        )
+        assert {policy.metadata.name for policy in found} >= {"baseline-default-deny", "baseline-allow-dns"}
+        wait_for(lambda: baseline_ready(custom, name), "the baseline's status Ready")
+        # Who wrote them: the ServiceAccount's token bound to one of the Deployment's Pods, from its Pod IP.
+        writes = wait_for(lambda: audited_writes(in_cluster.node, namespace), "the writes in the audit log")
+        pods = {pod.metadata.name for pod in client.CoreV1Api(api).list_namespaced_pod(NAMESPACE).items}
+        for event in writes:
+            # A token bound to a Pod says which; the host-run operator's TokenRequest token would not.
+            (pod,) = event["user"].get("extra", {}).get("authentication.kubernetes.io/pod-name", [None])
+            assert pod in pods
+            assert all(ip_address(ip) in ip_network(netns.POD_CIDR) for ip in event["sourceIPs"]), event
+    finally:
+        delete_baseline(custom, name)
+
+
+def test_its_egress_reaches_the_api_server_and_dns_and_nothing_else(
+    in_cluster: InCluster, api: client.ApiClient, pods: Pods, make_namespace: Callable[..., str]
+) -> None:
+    operator_pod = leader(api)
+    elsewhere = make_namespace("probe")
+    web = pods.run_busybox(
+        elsewhere,
+        command=(
+            "sh",
+            "-c",
+            (
+                "mkdir -p /tmp/www && echo hello > /tmp/www/index.html"
+                " && httpd -p 6443 -h /tmp/www && exec httpd -f -p 8080 -h /tmp/www"
+            ),
+        ),
+    ).status.pod_ip
+    client_pod = pods.run_busybox(elsewhere).metadata.name
+    coredns = client.CoreV1Api(api).list_namespaced_pod("kube-system", label_selector="k8s-app=kube-dns")
+    coredns_ip = coredns.items[0].status.pod_ip
+    api_server = (in_cluster.node.network.node_address, in_cluster.node.cluster.apiserver_port)
+
+    # Allowed: the API server through the `kubernetes` Service, and DNS.
+    assert in_cluster.connect(operator_pod, "10.0.0.1", 443).ok
+    resolved = in_cluster.exec_python(operator_pod, RESOLVE, "kubernetes.default.svc.cluster.local")
+    assert resolved.stdout.strip() == "10.0.0.1", resolved
+    assert in_cluster.connect(operator_pod, CLUSTER_DNS, 53).ok
+
+    # Refused, each answered from a namespace without policies (the positive controls).
+    refusals = {
+        "the metadata API": (netns.METADATA_IP, 80),
+        "CoreDNS on another port": (coredns_ip, 9153),
+        "a Pod in another namespace": (web, 8080),
+    }
+    for what, (host, port) in refusals.items():
+        assert pods.tcp_connect(elsewhere, client_pod, host, port).ok, f"{what} must answer its control"
+        probe = until_blocked(lambda host=host, port=port: in_cluster.connect(operator_pod, host, port))
+        assert not probe.ok, f"{what} ({host}:{port}) answered the operator: {probe}"
+
+    # What the port-only rule and the node's own API server mean here (see the module docstring).
+    assert in_cluster.connect(operator_pod, web, 6443).ok, "any address on 6443 is open to it"
+    assert in_cluster.connect(operator_pod, *api_server).ok, "the node's own address is not policed"
+
+
+def test_metrics_answer_through_its_service_and_only_the_metrics_port_is_open(
+    in_cluster: InCluster, api: client.ApiClient, pods: Pods, make_namespace: Callable[..., str]
+) -> None:
+    elsewhere = make_namespace("scrape")
+    scraper = pods.run_busybox(elsewhere).metadata.name
+    through_service = pods.http_get(elsewhere, scraper, f"http://{METRICS_SERVICE}/metrics")
+    assert through_service.ok, through_service
+    assert "baseline_operator_leader" in through_service.stdout
+    working = leader(api)
+    for pod in ready_pods(api):
+        metrics = pods.http_get(elsewhere, scraper, f"http://{pod.status.pod_ip}:8080/metrics")
+        assert metrics.ok, metrics
+        expected = "1.0" if pod.metadata.name == working else "0.0"
+        assert f"baseline_operator_leader {expected}" in metrics.stdout, pod.metadata.name
+    # The health port listens (the kubelet's probes, which no policy governs, keep the Pods Ready) but
+    # only the metrics port is open to other Pods: the same scraper, the same Pod, refused.
+    health = pods.http_get(elsewhere, scraper, f"http://{ready_pods(api)[0].status.pod_ip}:8081/healthz")
+    assert not health.ok, health
+
+
+SIGTERM_CAUGHT = """
+fields = dict(line.split(":\\t", 1) for line in open("/proc/1/status").read().splitlines() if ":\\t" in line)
+print(int(fields["SigCgt"], 16) >> 14 & 1)
+"""
+
+
+@pytest.mark.parametrize("role", ["leader", "standby"])
+def test_each_replica_handles_sigterm_as_the_containers_pid_1(
+    in_cluster: InCluster, api: client.ApiClient, role: str
+) -> None:
+    # A process that is PID 1 of its namespace receives no signal it does not handle: SIGTERM's default
+    # action (exit) never happens. The e2e tests, where the operator is an ordinary process, cannot see it.
+    working = leader(api)
+    (pod,) = [
+        pod.metadata.name for pod in ready_pods(api) if (pod.metadata.name == working) == (role == "leader")
+    ]
+    probe = in_cluster.exec_python(pod, SIGTERM_CAUGHT)
+    assert probe.ok, probe
+    assert probe.stdout.strip() == "1", f"the {role} ({pod}) does not handle SIGTERM"
+
+
+def test_deleting_the_leaders_pod_hands_the_lease_to_the_other(
+    in_cluster: InCluster,
+    api: client.ApiClient,
+    make_namespace: Callable[..., str],
+    custom: client.CustomObjectsApi,
+) -> None:
+    first = leader(api)
+    assert len({pod.metadata.name for pod in ready_pods(api)} - {first}) == 1, "a standby is waiting"
+    started = time.monotonic()
+    client.CoreV1Api(api).delete_namespaced_pod(first, NAMESPACE)
+
+    def new_holder() -> str | None:
+        holder = leader(api)
+        return holder if holder and holder != first else None
+
+    second = wait_for(new_holder, "a new holder of the Lease")
+    handed_over = time.monotonic() - started
+    print(f"Lease handed from {first} to {second} {handed_over:.1f} s after its Pod was deleted")  # noqa: T201
+    # A released Lease goes to the first candidate that asks: the standby, or (seen once) the Pod that
+    # replaces the deleted one, when it starts within the standby's 2 s retry period.
+    replicas = {pod.metadata.name for pod in client.CoreV1Api(api).list_namespaced_pod(NAMESPACE).items}
+    assert second in replicas - {first}
+    # A graceful stop releases the Lease, and a candidate retries every 2 s: no wait for its expiry (15 s).
+    assert handed_over < 10
+    wait_for(lambda: len(ready_pods(api)) == 2, "the Deployment's second replica back", timeout=120)
+    # The new leader works: a namespace selected now gets its objects.
+    label = uuid.uuid4().hex[:8]
+    namespace = make_namespace("handover", {"incluster": label})
+    name = create_baseline(custom, label)
+    try:
+        wait_for(lambda: baseline_ready(custom, name), "the baseline Ready under the new leader")
+        writes = wait_for(lambda: audited_writes(in_cluster.node, namespace), "writes in the new namespace")
+        assert {event["user"]["extra"]["authentication.kubernetes.io/pod-name"][0] for event in writes} == {
+            second
+        }
+    finally:
+        delete_baseline(custom, name)
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+
+def create_baseline(custom: client.CustomObjectsApi, label: str) -> str:
+    name = f"incluster-{label}"
+    body = {
+        "apiVersion": "baseline.dev/v1alpha1",
+        "kind": "SecurityBaseline",
+        "metadata": {"name": name},
+        "spec": {
+            "namespaceSelector": {"matchLabels": {"incluster": label}},
+            "networkPolicy": {"defaultDeny": {"ingress": True, "egress": True}, "allowDNS": True},
+            "rbac": {"defaultServiceAccount": {"automountToken": False}},
+            "podSecurity": {"enforce": "restricted"},
+        },
+    }
+    custom.create_cluster_custom_object("baseline.dev", "v1alpha1", "securitybaselines", body)
+    return name
+
+
+def delete_baseline(custom: client.CustomObjectsApi, name: str) -> None:
+    try:
+        custom.delete_cluster_custom_object("baseline.dev", "v1alpha1", "securitybaselines", name)
+    except client.ApiException as error:
+        if error.status != 404:
+            raise
+
+
+def baseline_ready(custom: client.CustomObjectsApi, name: str) -> bool:
+    baseline = custom.get_cluster_custom_object("baseline.dev", "v1alpha1", "securitybaselines", name)
+    conditions = baseline.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def audited_writes(node: LocalNode, namespace: str) -> list[dict[str, Any]]:
+    """The writes into `namespace` the audit log recorded as made by the operator's ServiceAccount."""
+    events = []
+    for line in node.cluster.audit_log.read_text().splitlines():
+        event = json.loads(line)
+        target = event.get("objectRef", {})
+        if (
+            event.get("stage") == "ResponseComplete"
+            and event.get("verb") in WRITES
+            and target.get("namespace") == namespace
+            and event["user"]["username"] == SERVICE_ACCOUNT
+        ):
+            events.append(event)
+    return events

@@ -344,4 +344,3 @@ def test_the_controls_in_status_are_those_docs_controls_lists() -> None:
         for control in ids:
             assert control.removeprefix("CIS-") in row, (section, control)
     assert all(control in rows["networkPolicy.metadataAPI"] for control in METADATA_BLOCK_CONTROLS)
-

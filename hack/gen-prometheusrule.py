@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Write manifests/prometheus/prometheusrule.yaml from manifests/prometheus/rules.yaml (the one source).
 
-    python3 hack/gen-prometheusrule.py          # rewrite it
-    python3 hack/gen-prometheusrule.py --check  # fail if it is out of date (a unit test does this too)
+python3 hack/gen-prometheusrule.py          # rewrite it
+python3 hack/gen-prometheusrule.py --check  # fail if it is out of date (a unit test does this too)
 """
 
 from __future__ import annotations

@@ -419,10 +419,15 @@ class AuditLog:
         self._file: IO[bytes] | None = None
         self._inode = 0
         self._partial = b""
+        self._lock = threading.Lock()
         self.entries: list[AuditEntry] = []
 
     def poll(self) -> None:
-        """Read whatever was appended since the last call."""
+        """Read whatever was appended since the last call (from any thread)."""
+        with self._lock:
+            self._poll()
+
+    def _poll(self) -> None:
         while True:
             if self._file is None:
                 if not self._path.exists():
@@ -522,6 +527,28 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
+def child_setup(cpus: frozenset[int] | None) -> Callable[[], None]:
+    """What a child runs between fork and exec: die with the benchmark, and keep to `cpus` if given."""
+
+    def setup() -> None:
+        _die_with_parent()
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+
+    return setup
+
+
+def pin(pid: int, cpus: Iterable[int]) -> None:
+    """Keep every thread of a running process to `cpus` (what `taskset -a -p` does).
+
+    Threads it starts later inherit the mask of the thread that starts them, so pinning every thread
+    once is enough; a thread that ends meanwhile is skipped.
+    """
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError, FileNotFoundError):
+            os.sched_setaffinity(int(task.name), set(cpus))
+
+
 @dataclass
 class OperatorProcess:
     """The real `baseline-operator run` as a child process, as its own user, with metrics and liveness."""
@@ -529,6 +556,8 @@ class OperatorProcess:
     kubeconfig: Path
     log: Path
     extra_args: tuple[str, ...] = ()
+    cpus: frozenset[int] | None = None
+    """The CPUs it may run on (the pinned scale runs); None: any."""
     liveness_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     popen: subprocess.Popen[bytes] | None = None
@@ -561,7 +590,7 @@ class OperatorProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no Python state touched
+                preexec_fn=child_setup(self.cpus),  # noqa: PLW1509 - prctl and affinity only
             )
         self.started_at = time.monotonic()
 

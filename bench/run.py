@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from baseline_operator import __version__
 from bench import report, scenarios
 from bench.harness import BenchError
+from bench.scale import QUICK_SCALE, ScaleSettings, run_scale
 from bench.scenarios import QUICK, Bench, Settings
 from localcluster import LocalCluster
 
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("bench")
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CHOICES = ("calibration", "drift", "steady", "restart", "create", "memory", "pods")
+CHOICES = ("calibration", "drift", "steady", "restart", "create", "memory", "pods", "scale")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=",".join(CHOICES),
         help=f"comma-separated scenarios besides cold convergence, from: {', '.join(CHOICES)} (default: all)",
     )
+    parser.add_argument(
+        "--sizes",
+        help="comma-separated namespace counts of the scale runs "
+        f"({','.join(map(str, ScaleSettings().sizes))}; --quick: {','.join(map(str, QUICK_SCALE.sizes))})",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help="where results go (%(default)s)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="record the operator with py-spy during each cold convergence (kept in the state folder)",
+    )
     parser.add_argument("--keep-state", action="store_true", help="keep the control plane's state and logs")
     return parser
 
@@ -83,8 +94,16 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "memory_namespaces": args.memory_namespaces,
         "steady_seconds": args.steady_seconds,
         "backstop_interval": args.backstop_interval,
+        "profile": args.profile or None,
     }
     return dataclasses.replace(settings, **{key: value for key, value in given.items() if value is not None})
+
+
+def scale_settings_from(args: argparse.Namespace) -> ScaleSettings:
+    settings = dataclasses.replace(QUICK_SCALE if args.quick else ScaleSettings(), profile=args.profile)
+    if args.sizes:
+        settings = dataclasses.replace(settings, sizes=tuple(int(size) for size in args.sizes.split(",")))
+    return settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,14 +125,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "quick": settings.quick,
         "operator_version": __version__,
         "settings": dataclasses.asdict(settings),
-        "scenarios_run": sorted(only | {"cold"}),
+        "scenarios_run": sorted(only if only == {"scale"} else only | {"cold"}),
         "environment": _environment(),
     }
     # Background jobs inherit SIGINT ignored; and SIGTERM should stop the cluster and keep the results too.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        failed = run_all(settings, only, state, results)
+        # `--only scale` runs the scale series alone; anything else runs on the shared control plane first.
+        failed = run_all(settings, only, state, results) if only != {"scale"} else False
+        if "scale" in only:
+            results["scale"] = run_scale(scale_settings_from(args), state)
+            failed = failed or any("error" in point for point in results["scale"].values())
     except KeyboardInterrupt:
         logger.warning("interrupted: writing what was measured so far")
         results["interrupted"] = True
@@ -124,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stem = results["date"] + ("-quick" if settings.quick else "")
         for path in report.write(results, args.output, stem):
             logger.info("wrote %s", path)
-    if args.keep_state or failed:
+    if args.keep_state or failed or args.profile:
         logger.info("state and logs kept in %s", state)
     else:
         shutil.rmtree(state, ignore_errors=True)

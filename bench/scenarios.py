@@ -8,6 +8,7 @@ from /proc. The order matters and is fixed: see `bench.run.run_all`.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import http
 import time
 from collections import Counter
@@ -38,6 +39,7 @@ from bench.harness import (
     cpu_seconds,
     wait_for,
 )
+from bench.profile import recording
 from bench.report import curve, summarize
 from bench.workload import (
     NAMESPACE_CREATED,
@@ -74,6 +76,8 @@ class Settings:
     drift_singles: int = 50
     drift_storm: int = 200
     client_threads: int = 16
+    profile: bool = False
+    """Record the operator with py-spy during each cold convergence (`bench.profile`)."""
     quick: bool = False
 
 
@@ -108,6 +112,8 @@ class Bench:
     load: list[str] = field(default_factory=list)
     """The namespaces the baseline selects, oldest first."""
     operator_throttled: float = 0.0
+    operator_cpus: frozenset[int] | None = None
+    """Where the operator may run when it next starts (the pinned scale runs); None: any CPU."""
 
     @classmethod
     def prepare(cls, settings: Settings, state: Path, cluster: LocalCluster) -> Bench:
@@ -146,7 +152,9 @@ class Bench:
     def start_operator(self, *, backstop: bool = True) -> Readiness:
         """Start the operator and wait until it is ready; without `backstop`, at its default interval."""
         arguments = ("--backstop-interval", str(self.settings.backstop_interval)) if backstop else ()
-        self.operator = OperatorProcess(self.operator_kubeconfig, self.state / "operator.log", arguments)
+        self.operator = OperatorProcess(
+            self.operator_kubeconfig, self.state / "operator.log", arguments, cpus=self.operator_cpus
+        )
         self.operator.start()
         return self.operator.wait_ready(self.namespace_count())
 
@@ -351,33 +359,52 @@ def cold_convergence(bench: Bench) -> dict[str, Any]:
     watched = bench.watched_objects()
     readiness = bench.start_operator()
     keys = bench.workload.all_keys(bench.load)
+    profile: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        if bench.settings.profile:
+            output = bench.state / f"profile-cold-{len(bench.load)}-{time.time():.0f}.txt"
+            stack.enter_context(recording(bench.running.pid, output, profile))
+        result = _converge(bench, keys)
+    if profile:
+        result["profile"] = profile
+    result["operator_ready_before"] = {"watched_objects": watched, **vars(readiness)}
+    return result
+
+
+def _converge(bench: Bench, keys: list[Key]) -> dict[str, Any]:
     since = time.time()
     cpu = bench.cpu()
+    reconciles = bench.running.reconciles()
     bench.create_baseline()
     started = time.monotonic()
     objects_at: float | None = None
     status_at: float | None = None
-    deadline = started + 1800
+    deadline = started + 3600
+    # Walking every key takes this process time it shares with the API server: at most twice a second
+    # at scale. The objects' arrival times come from the watch; the status is seen within `interval`.
+    interval = max(0.1, min(0.5, len(keys) / 100_000))
     while objects_at is None or status_at is None:
         if time.monotonic() > deadline:
-            raise BenchError("the baseline did not converge within 30 minutes")
+            raise BenchError("the baseline did not converge within an hour")
         if objects_at is None:
             objects_at = bench.arrivals.latest(keys)
         if status_at is None and bench.compliant(len(bench.load)):
             status_at = time.monotonic()
-        time.sleep(0.1)
+        bench.audit.poll()
+        time.sleep(interval)
     cpu = bench.cpu_since(cpu)
+    reconciles = bench.running.reconciles() - reconciles
     time.sleep(2.0)
     entries = bench.audit.between(since)
     memory = bench.running.memory()
     return {
         "namespaces": len(bench.load),
-        "operator_ready_before": {"watched_objects": watched, **vars(readiness)},
         "seconds": round(max(objects_at, status_at) - started, 2),
         "objects_seen_after_s": round(objects_at - started, 2),
         "status_compliant_after_s": round(status_at - started, 2),
         "operator_writes": len(_writes(entries)),
         "operator_requests": _by_resource(entries),
+        "reconciles": reconciles,
         "cpu_seconds": cpu,
         "memory_after": vars(memory),
         "completion_s": curve(bench.completion(bench.load, started)),
@@ -397,12 +424,12 @@ def drift_repair(bench: Bench) -> dict[str, Any]:
     settled = bench.quiesce(quiet=SETTLE_SECONDS)
     return {
         "settled_first_s": settled,
-        "single": _single_deletions(bench, singles),
+        "single": single_deletions(bench, singles),
         "storm": _storm(bench, storm),
     }
 
 
-def _single_deletions(bench: Bench, namespaces: list[str]) -> dict[str, Any]:
+def single_deletions(bench: Bench, namespaces: list[str]) -> dict[str, Any]:
     arrivals = bench.arrivals
     since = time.time()
     latencies: list[float] = []
@@ -546,7 +573,7 @@ def restart(bench: Bench) -> dict[str, Any]:
 
 def create_latency(bench: Bench) -> dict[str, Any]:
     """New namespaces, one at a time and then in a burst: creation answered -> all objects seen."""
-    return {"idle": _idle_creates(bench), "burst": _burst_creates(bench)}
+    return {"idle": _idle_creates(bench), "burst": burst_creates(bench)}
 
 
 def _idle_creates(bench: Bench) -> dict[str, Any]:
@@ -560,7 +587,7 @@ def _idle_creates(bench: Bench) -> dict[str, Any]:
     return _create_figures(bench, names, created)
 
 
-def _burst_creates(bench: Bench) -> dict[str, Any]:
+def burst_creates(bench: Bench) -> dict[str, Any]:
     settings = bench.settings
     count = round(settings.burst_rate * settings.burst_seconds)
     names = [f"bench-burst-{index:04d}" for index in range(count)]

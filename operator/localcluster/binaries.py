@@ -235,6 +235,9 @@ PAUSE = GoTool(module_dir="pause", pinned_module="", commands=(("pause", "."),))
 """The process that holds a Pod sandbox's namespaces, for the local sandbox image."""
 NODE = (KUBERNETES_NODE, CONTAINERD, KUBE_NETWORK_POLICIES, COREDNS, PAUSE)
 
+BENCH_CLIENT = GoTool(module_dir="bench-client", pinned_module="", commands=(("bench-client", "."),))
+"""The benchmark's calibration client (net/http, HTTP/2, N workers): only `make bench` builds it."""
+
 
 def go_version() -> str:
     """The machine's Go version; part of the cache key because it changes the binaries."""

@@ -160,6 +160,10 @@ class LocalCluster:
     """The API server's address: loopback, or the node's address in `netns`, which the host reaches too."""
     scheduler: bool = False
     """Also run kube-scheduler (a real node needs Pods scheduled)."""
+    controller_manager_qps: int = 0
+    """kube-controller-manager's client rate (`--kube-api-qps`, burst twice that); 0 keeps upstream's 20.
+    At 20 per second its controllers take minutes to give thousands of new namespaces their default
+    ServiceAccount and root CA ConfigMap; the benchmark's scale runs raise it."""
     _ca: CertificateAuthority | None = field(default=None, init=False, repr=False)
     _etcd_url: str = field(default="", init=False)
 
@@ -361,6 +365,14 @@ class LocalCluster:
                     # Quota usage and GC must react within a test's patience, not production's minutes.
                     "--resource-quota-sync-period=10s",
                     "--concurrent-namespace-syncs=5",
+                    *(
+                        [
+                            f"--kube-api-qps={self.controller_manager_qps}",
+                            f"--kube-api-burst={2 * self.controller_manager_qps}",
+                        ]
+                        if self.controller_manager_qps
+                        else []
+                    ),
                 ],
                 logs / "kube-controller-manager.log",
                 netns=self.netns,

@@ -61,6 +61,12 @@ def deployment(text: str) -> str:
     )
     text = _sub(
         text,
+        "          imagePullPolicy: Always\n",
+        "          imagePullPolicy: {{ .Values.image.pullPolicy }}\n",
+        source=source,
+    )
+    text = _sub(
+        text,
         "              value: view,edit # keep equal to the `bind` resourceNames in rbac.yaml",
         '              value: {{ join "," .Values.allowedClusterRoles | quote }}',
         source=source,

@@ -81,6 +81,7 @@ def test_the_values_change_what_they_name(helm: Path) -> None:
             "platform",
             *("--set", "replicas=3"),
             *("--set", "image.digest=sha256:" + "1" * 64),
+            *("--set", "image.pullPolicy=Never"),
             *("--set", "allowedClusterRoles={view}"),
             *("--set", "extraProtectedNamespaces={legacy,billing}"),
             *("--set", "admissionProtection.validationActions={Warn,Audit}"),
@@ -92,6 +93,7 @@ def test_the_values_change_what_they_name(helm: Path) -> None:
     assert deployment["spec"]["replicas"] == 3
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"].endswith("@sha256:" + "1" * 64)
+    assert container["imagePullPolicy"] == "Never"
     env = {item["name"]: item.get("value") for item in container["env"]}
     assert env["BASELINE_ALLOWED_CLUSTER_ROLES"] == "view"
     assert env["BASELINE_EXTRA_PROTECTED_NAMESPACES"] == "legacy,billing"

@@ -17,7 +17,8 @@ the enforcer does not look (it polices forwarded traffic), so the policy's 443/6
 lets the operator reach the API server here: it would reach it on any port. On a cluster whose API server
 is off the node, the rule sees the translated port (443 or 6443 are allowed; another port would be
 refused). The rule names no address, so any address on 443/6443 is open to the operator: a Pod listening
-on 6443 in another namespace answers it.
+on 6443 in another namespace answers it (pinned to the API server's addresses, it does not:
+test_in_cluster_helm.py).
 
 Only a real container shows how each replica handles SIGTERM: as its container's PID 1, a process gets no
 signal it has no handler for. The standby used to have none before it led (kopf installs its own once it

@@ -211,6 +211,13 @@ def test_helm_uninstall_removes_the_release_and_weakens_no_tenant_namespace(
             (o["kind"], o["metadata"]["name"])
             for o in objects(release.run("get", "manifest", RELEASE, "-n", NAMESPACE))
         ]
+        assert {
+            "Deployment",
+            "ServiceAccount",
+            "ClusterRole",
+            "NetworkPolicy",
+            "ValidatingAdmissionPolicy",
+        } <= {kind for kind, _ in released}
         replicas = {pod.metadata.name for pod in ready_pods(api)}
         release.uninstall()
         wait_for(
@@ -231,7 +238,7 @@ def test_helm_uninstall_removes_the_release_and_weakens_no_tenant_namespace(
         # ...but the CRD (Helm never deletes one it installed from crds/) and so every SecurityBaseline,
         assert baseline_exists(custom, name)
         # The Lease is left to expire: Helm deletes the Role that lets the leader update it in the same
-        # moment as the Deployment (measured: 9 ms after it, before the Pods got SIGTERM), so the leader's
+        # moment as the Deployment (measured: 10 ms after it, before the Pods got SIGTERM), so the leader's
         # release as it stops is refused (403). No live Pod holds it; a new install leads once it expires.
         lease = client.CoordinationV1Api(api).read_namespaced_lease(LEASE, NAMESPACE)
         assert lease.spec.holder_identity in {"", *replicas}, lease.spec.holder_identity

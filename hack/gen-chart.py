@@ -61,6 +61,12 @@ def deployment(text: str) -> str:
     )
     text = _sub(
         text,
+        "          imagePullPolicy: Always\n",
+        "          imagePullPolicy: {{ .Values.image.pullPolicy }}\n",
+        source=source,
+    )
+    text = _sub(
+        text,
         "              value: view,edit # keep equal to the `bind` resourceNames in rbac.yaml",
         '              value: {{ join "," .Values.allowedClusterRoles | quote }}',
         source=source,
@@ -112,6 +118,25 @@ def namespaced(text: str) -> str:
     return _all(text, *_NAMESPACED)
 
 
+def networkpolicy(text: str) -> str:
+    # The API server rule names no address; `networkPolicy.apiServerCIDRs` pins it, as the component
+    # manifests/components/pinned-apiserver-egress does (tests/chart/test_chart.py holds the two equal).
+    return _sub(
+        namespaced(text),
+        "        - port: 6443\n          protocol: TCP\n",
+        "        - port: 6443\n"
+        "          protocol: TCP\n"
+        "      {{- with .Values.networkPolicy.apiServerCIDRs }}\n"
+        "      to:\n"
+        "        {{- range . }}\n"
+        "        - ipBlock:\n"
+        "            cidr: {{ . | quote }}\n"
+        "        {{- end }}\n"
+        "      {{- end }}\n",
+        source="networkpolicy.yaml",
+    )
+
+
 def prometheus(text: str, value: str) -> str:
     return _wrap(namespaced(text), f".Values.{value}")
 
@@ -128,7 +153,7 @@ def templates() -> dict[str, tuple[str, str]]:
         "templates/rbac.yaml": ("rbac.yaml", rbac(read("rbac.yaml"))),
         "templates/deployment.yaml": ("deployment.yaml", deployment(read("deployment.yaml"))),
         "templates/service.yaml": ("service.yaml", namespaced(read("service.yaml"))),
-        "templates/networkpolicy.yaml": ("networkpolicy.yaml", namespaced(read("networkpolicy.yaml"))),
+        "templates/networkpolicy.yaml": ("networkpolicy.yaml", networkpolicy(read("networkpolicy.yaml"))),
         "templates/poddisruptionbudget.yaml": (
             "poddisruptionbudget.yaml",
             namespaced(read("poddisruptionbudget.yaml")),

@@ -26,7 +26,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
 NODE_TESTS = str(Path(__file__).parent)
-IN_CLUSTER_TESTS = str(Path(__file__).parent / "test_in_cluster.py")
+# The modules that run the operator's image in the cluster, from manifests/ and from the Helm chart.
+IN_CLUSTER_TESTS = frozenset(
+    str(Path(__file__).parent / name) for name in ("test_in_cluster.py", "test_in_cluster_helm.py")
+)
+HELM_TESTS = str(Path(__file__).parent / "test_in_cluster_helm.py")
 NO_ROOT = "the real node needs root (network namespaces, cgroups, mounts); this run is not root"
 
 
@@ -46,10 +50,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_collection_finish(session: pytest.Session) -> None:
     # A cold build takes minutes: do it before the first test, outside any test's timeout.
     if os.geteuid() == 0 and any(str(item.path).startswith(NODE_TESTS) for item in session.items):
-        binaries.ensure_control_plane(tools=(*binaries.CONTROL_PLANE, *binaries.NODE))
+        helm = (binaries.HELM,) if any(str(item.path) == HELM_TESTS for item in session.items) else ()
+        binaries.ensure_control_plane(tools=(*binaries.CONTROL_PLANE, *binaries.NODE, *helm))
     # The operator's image too, when a test runs it (`make image` has usually built it: then this only
     # checks that its inputs did not change). A machine that cannot build it fails in the test instead.
-    runs_it = any(str(item.path) == IN_CLUSTER_TESTS for item in session.items)
+    runs_it = any(str(item.path) in IN_CLUSTER_TESTS for item in session.items)
     if runs_it and not operator_image.missing_prerequisites():
         with contextlib.suppress(operator_image.ImageBuildError):  # the test's fixture says why
             operator_image.ensure_image()
@@ -124,17 +129,9 @@ def host_operators() -> list[OperatorProcess]:
     return []
 
 
-@pytest.fixture(scope="session")
-def operator(
-    node: LocalNode,
-    api: client.ApiClient,
-    tmp_path_factory: pytest.TempPathFactory,
-    host_operators: list[OperatorProcess],
-) -> Iterator[OperatorProcess]:
-    """The real operator on the node's control plane, as its ServiceAccount with the RBAC of manifests/.
-
-    It runs on the host and reaches the API server over the host's veth, as the tests do.
-    """
+def grant_operator_access(node: LocalNode, api: client.ApiClient, kubeconfig: Path) -> Path:
+    """Install the CRD and the operator's ServiceAccount and RBAC from manifests/; write a kubeconfig with a
+    new token of that ServiceAccount (a token dies with the ServiceAccount it was issued for)."""
     rendered = subprocess.run(
         [str(node.kubectl), "kustomize", str(REPO / "manifests")], check=True, capture_output=True, text=True
     ).stdout
@@ -164,8 +161,54 @@ def operator(
     token = (
         client.CoreV1Api(api).create_namespaced_service_account_token(name, namespace, request).status.token
     )
+    return node.cluster.write_token_kubeconfig(kubeconfig, token=token)
+
+
+@pytest.fixture(scope="module")
+def no_host_operator(
+    node: LocalNode, api: client.ApiClient, host_operators: list[OperatorProcess]
+) -> Iterator[None]:
+    """The host-run operators stopped for a module that runs the operator in the cluster.
+
+    They come back with their access granted again: an install and uninstall in between (Helm's) may have
+    deleted and re-created their ServiceAccount, and with it invalidated their tokens.
+    """
+    paused = list(host_operators)
+    for process in paused:
+        process.stop()
+    yield
+    for process in paused:
+        grant_operator_access(node, api, process.kubeconfig)
+        process.start()
+
+
+@pytest.fixture(scope="session")
+def imported_image(node: LocalNode) -> str:
+    """The operator's image (`make image`), imported into the node's containerd; its reference by digest."""
+    # Built (or found current) before the first test, by pytest_collection_finish; built here only if that
+    # failed, to say why. Not rebuilt when the sources changed since: the session tests one image.
+    report = operator_image.last_build()
+    if report is None:
+        missing = operator_image.missing_prerequisites()
+        if missing:
+            pytest.fail("the operator's image cannot be built here: " + "; ".join(missing))
+        report = operator_image.ensure_image()
+    return operator_image.import_into_containerd(report, node.binaries["ctr"], node.containerd_socket)
+
+
+@pytest.fixture(scope="session")
+def operator(
+    node: LocalNode,
+    api: client.ApiClient,
+    tmp_path_factory: pytest.TempPathFactory,
+    host_operators: list[OperatorProcess],
+) -> Iterator[OperatorProcess]:
+    """The real operator on the node's control plane, as its ServiceAccount with the RBAC of manifests/.
+
+    It runs on the host and reaches the API server over the host's veth, as the tests do.
+    """
     folder = tmp_path_factory.mktemp("node-operator")
-    kubeconfig = node.cluster.write_token_kubeconfig(folder / "operator.kubeconfig", token=token)
+    kubeconfig = grant_operator_access(node, api, folder / "operator.kubeconfig")
     process = new_operator(folder, kubeconfig)
     process.start()
     host_operators.append(process)

@@ -17,7 +17,8 @@ the enforcer does not look (it polices forwarded traffic), so the policy's 443/6
 lets the operator reach the API server here: it would reach it on any port. On a cluster whose API server
 is off the node, the rule sees the translated port (443 or 6443 are allowed; another port would be
 refused). The rule names no address, so any address on 443/6443 is open to the operator: a Pod listening
-on 6443 in another namespace answers it.
+on 6443 in another namespace answers it (pinned to the API server's addresses, it does not:
+test_in_cluster_helm.py).
 
 Only a real container shows how each replica handles SIGTERM: as its container's PID 1, a process gets no
 signal it has no handler for. The standby used to have none before it led (kopf installs its own once it
@@ -29,23 +30,31 @@ for both replicas.
 from __future__ import annotations
 
 import contextlib
-import json
 import subprocess
 import time
-import uuid
-from dataclasses import dataclass
-from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+from in_cluster import (
+    DEPLOYMENT,
+    NAMESPACE,
+    SELECTOR,
+    InCluster,
+    a_new_baseline,
+    assert_each_replica_runs_the_image_as_15555_with_a_read_only_root,
+    assert_reconciled_by_its_pods,
+    audited_writes,
+    baseline_ready,
+    leader,
+    ready_pods,
+)
 from kubernetes import client
-from node_pods import Probe
 from test_floor_packets import wait_for
 from test_node_smoke import until_blocked
 
-from localcluster import netns, operator_image
+from localcluster import netns
 from localcluster.node import CLUSTER_DNS
 
 if TYPE_CHECKING:
@@ -54,16 +63,9 @@ if TYPE_CHECKING:
     from node_pods import Pods
 
     from localcluster.node import LocalNode
-    from localcluster.operator_process import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
-NAMESPACE = "baseline-system"
-DEPLOYMENT = "baseline-operator"
-LEASE = "baseline-operator"
-SELECTOR = "app.kubernetes.io/name=baseline-operator"
-SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:baseline-operator"
 METRICS_SERVICE = f"baseline-operator-metrics.{NAMESPACE}.svc:8080"
-RUNTIME_UID = 15555
 KEPT = frozenset(
     # What the host-run operator of the other tests needs (its RBAC and the CRD): left in place.
     {
@@ -76,55 +78,7 @@ KEPT = frozenset(
         "CustomResourceDefinition",
     }
 )
-WRITES = frozenset({"create", "update", "patch", "delete"})
-# A TCP connection from inside the operator's container: the image has Python and no other client.
-CONNECT = """
-import socket, sys
-host, port = sys.argv[1], int(sys.argv[2])
-try:
-    socket.create_connection((host, port), timeout=3).close()
-except OSError as error:
-    sys.exit(f"{host}:{port}: {error}")
-"""
 RESOLVE = "import socket, sys; print(socket.getaddrinfo(sys.argv[1], 443)[0][4][0])"
-
-
-@dataclass
-class InCluster:
-    """The Deployment from manifests/ running the built image."""
-
-    image: str
-    """The reference the Pods run, `baseline.test/baseline-operator@sha256:...`."""
-    ready_seconds: float
-    """From `kubectl apply` to every replica Ready."""
-    node: LocalNode
-
-    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.node.kubectl_command(*args), capture_output=True, text=True, check=check, timeout=60
-        )
-
-    def exec_python(self, pod: str, code: str, *args: str) -> Probe:
-        result = self.kubectl("exec", "-n", NAMESPACE, pod, "--", "python", "-c", code, *args, check=False)
-        return Probe(result.returncode, result.stdout, result.stderr)
-
-    def connect(self, pod: str, host: str, port: int) -> Probe:
-        return self.exec_python(pod, CONNECT, host, str(port))
-
-
-def ready_pods(api: client.ApiClient) -> list[client.V1Pod]:
-    pods = client.CoreV1Api(api).list_namespaced_pod(NAMESPACE, label_selector=SELECTOR).items
-    return [
-        pod
-        for pod in pods
-        if pod.metadata.deletion_timestamp is None
-        and any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
-    ]
-
-
-def leader(api: client.ApiClient) -> str:
-    lease = client.CoordinationV1Api(api).read_namespaced_lease(LEASE, NAMESPACE)
-    return str(lease.spec.holder_identity or "")
 
 
 def rendered_manifests(node: LocalNode, image: str) -> list[dict[str, Any]]:
@@ -142,26 +96,10 @@ def rendered_manifests(node: LocalNode, image: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def no_host_operator(host_operators: list[OperatorProcess]) -> Iterator[None]:
-    paused = list(host_operators)
-    for process in paused:
-        process.stop()
-    yield
-    for process in paused:
-        process.start()
-
-
-@pytest.fixture(scope="module")
-def in_cluster(node: LocalNode, api: client.ApiClient, no_host_operator: None) -> Iterator[InCluster]:
-    # Built (or found current) before the first test, by conftest; built here only if that failed, to
-    # say why. Not rebuilt when the sources changed since: the session tests one image.
-    report = operator_image.last_build()
-    if report is None:
-        missing = operator_image.missing_prerequisites()
-        if missing:
-            pytest.fail("the operator's image cannot be built here: " + "; ".join(missing))
-        report = operator_image.ensure_image()
-    image = operator_image.import_into_containerd(report, node.binaries["ctr"], node.containerd_socket)
+def in_cluster(
+    node: LocalNode, api: client.ApiClient, imported_image: str, no_host_operator: None
+) -> Iterator[InCluster]:
+    image = imported_image
     documents = rendered_manifests(node, image)
     started = time.monotonic()
     subprocess.run(
@@ -222,36 +160,7 @@ def stop_replicas(api: client.ApiClient) -> None:
 def test_the_replicas_run_the_built_image_as_15555_with_a_read_only_root(
     in_cluster: InCluster, api: client.ApiClient
 ) -> None:
-    pods = ready_pods(api)
-    assert len(pods) == 2
-    digest = in_cluster.image.split("@", 1)[1]
-    for pod in pods:
-        (status,) = pod.status.container_statuses
-        assert status.image_id.endswith(digest), status.image_id
-        assert status.restart_count == 0
-        context = pod.spec.containers[0].security_context
-        assert context.read_only_root_filesystem is True
-        assert (context.run_as_user, context.run_as_group) == (RUNTIME_UID, RUNTIME_UID)
-        # What the process is, and what it may write, seen from inside.
-        probe = in_cluster.exec_python(
-            pod.metadata.name,
-            "import json, os\n"
-            "def writable(path):\n"
-            "    try:\n"
-            "        open(path, 'w').close()\n"
-            "    except OSError as error:\n"
-            "        return error.errno\n"
-            "    return 0\n"
-            "print(json.dumps({'ids': [os.getuid(), os.getgid(), os.geteuid()],"
-            " 'root': writable('/probe'), 'venv': writable('/opt/venv/probe'),"
-            " 'tmp': writable('/tmp/probe')}))",
-        )
-        assert probe.ok, probe
-        seen = json.loads(probe.stdout)
-        assert seen["ids"] == [RUNTIME_UID, RUNTIME_UID, RUNTIME_UID]
-        erofs = 30
-        assert seen["root"] == seen["venv"] == erofs, "the root file system is read-only"
-        assert seen["tmp"] == 0, "the emptyDir on /tmp is the one writable place"
+    assert_each_replica_runs_the_image_as_15555_with_a_read_only_root(in_cluster, api)
 
 
 def test_the_in_cluster_operator_reconciles_a_baseline_applied_from_outside(
@@ -260,28 +169,8 @@ def test_the_in_cluster_operator_reconciles_a_baseline_applied_from_outside(
     make_namespace: Callable[..., str],
     custom: client.CustomObjectsApi,
 ) -> None:
-    label = uuid.uuid4().hex[:8]
-    namespace = make_namespace("incluster", {"incluster": label})
-    name = create_baseline(custom, label)
-    try:
-        networking = client.NetworkingV1Api(api)
-        managed = "app.kubernetes.io/managed-by=baseline-operator"
-        found = wait_for(
-            lambda: networking.list_namespaced_network_policy(namespace, label_selector=managed).items,
-            "the baseline's NetworkPolicies in the selected namespace",
-        )
-        assert {policy.metadata.name for policy in found} >= {"baseline-default-deny", "baseline-allow-dns"}
-        wait_for(lambda: baseline_ready(custom, name), "the baseline's status Ready")
-        # Who wrote them: the ServiceAccount's token bound to one of the Deployment's Pods, from its Pod IP.
-        writes = wait_for(lambda: audited_writes(in_cluster.node, namespace), "the writes in the audit log")
-        pods = {pod.metadata.name for pod in client.CoreV1Api(api).list_namespaced_pod(NAMESPACE).items}
-        for event in writes:
-            # A token bound to a Pod says which; the host-run operator's TokenRequest token would not.
-            (pod,) = event["user"].get("extra", {}).get("authentication.kubernetes.io/pod-name", [None])
-            assert pod in pods
-            assert all(ip_address(ip) in ip_network(netns.POD_CIDR) for ip in event["sourceIPs"]), event
-    finally:
-        delete_baseline(custom, name)
+    with a_new_baseline(make_namespace, custom) as (namespace, name):
+        assert_reconciled_by_its_pods(in_cluster, api, custom, namespace, name)
 
 
 def test_its_egress_reaches_the_api_server_and_dns_and_nothing_else(
@@ -394,64 +283,9 @@ def test_deleting_the_leaders_pod_hands_the_lease_to_the_other(
     assert handed_over < 10
     wait_for(lambda: len(ready_pods(api)) == 2, "the Deployment's second replica back", timeout=120)
     # The new leader works: a namespace selected now gets its objects.
-    label = uuid.uuid4().hex[:8]
-    namespace = make_namespace("handover", {"incluster": label})
-    name = create_baseline(custom, label)
-    try:
+    with a_new_baseline(make_namespace, custom) as (namespace, name):
         wait_for(lambda: baseline_ready(custom, name), "the baseline Ready under the new leader")
         writes = wait_for(lambda: audited_writes(in_cluster.node, namespace), "writes in the new namespace")
         assert {event["user"]["extra"]["authentication.kubernetes.io/pod-name"][0] for event in writes} == {
             second
         }
-    finally:
-        delete_baseline(custom, name)
-
-
-# -- helpers ------------------------------------------------------------------------------------------
-
-
-def create_baseline(custom: client.CustomObjectsApi, label: str) -> str:
-    name = f"incluster-{label}"
-    body = {
-        "apiVersion": "baseline.dev/v1alpha1",
-        "kind": "SecurityBaseline",
-        "metadata": {"name": name},
-        "spec": {
-            "namespaceSelector": {"matchLabels": {"incluster": label}},
-            "networkPolicy": {"defaultDeny": {"ingress": True, "egress": True}, "allowDNS": True},
-            "rbac": {"defaultServiceAccount": {"automountToken": False}},
-            "podSecurity": {"enforce": "restricted"},
-        },
-    }
-    custom.create_cluster_custom_object("baseline.dev", "v1alpha1", "securitybaselines", body)
-    return name
-
-
-def delete_baseline(custom: client.CustomObjectsApi, name: str) -> None:
-    try:
-        custom.delete_cluster_custom_object("baseline.dev", "v1alpha1", "securitybaselines", name)
-    except client.ApiException as error:
-        if error.status != 404:
-            raise
-
-
-def baseline_ready(custom: client.CustomObjectsApi, name: str) -> bool:
-    baseline = custom.get_cluster_custom_object("baseline.dev", "v1alpha1", "securitybaselines", name)
-    conditions = baseline.get("status", {}).get("conditions", [])
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-
-def audited_writes(node: LocalNode, namespace: str) -> list[dict[str, Any]]:
-    """The writes into `namespace` the audit log recorded as made by the operator's ServiceAccount."""
-    events = []
-    for line in node.cluster.audit_log.read_text().splitlines():
-        event = json.loads(line)
-        target = event.get("objectRef", {})
-        if (
-            event.get("stage") == "ResponseComplete"
-            and event.get("verb") in WRITES
-            and target.get("namespace") == namespace
-            and event["user"]["username"] == SERVICE_ACCOUNT
-        ):
-            events.append(event)
-    return events

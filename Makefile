@@ -86,6 +86,10 @@ e2e: controlplane test-tools ## End-to-end tests on a real local control plane s
 node-test: node ## Smoke tests of the real node (Pods, DNS, NetworkPolicies on packets, teardown; root)
 	@$(BIN)/pytest tests/node
 
+.PHONY: node-test-in-cluster
+node-test-in-cluster: node image ## The real node's operator-dependent tests (the floor's packets) against the in-cluster operator, not a host process (root)
+	@BASELINE_NODE_OPERATOR=in-cluster $(BIN)/pytest -rA tests/node/test_floor_packets.py
+
 .PHONY: test
 test: lint controlplane test-tools node image ## Everything CI runs: lint, unit, e2e and real-node tests
 	@echo "==> tests (unit, then e2e on a real control plane)"

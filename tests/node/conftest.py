@@ -2,6 +2,11 @@
 
 Skipped only where the machine lacks root. Anything else missing (a Debian package, a binary that does
 not build) fails the session loudly: `make node` installs and builds what the node needs.
+
+The tests that need an operator (the `operator` fixture; the packet tests of the floor) run it where
+`BASELINE_NODE_OPERATOR` says: `host` (the default) as a process on the host, as the e2e tier does;
+`in-cluster` as the Deployment of `manifests/` on the image `make image` built (`make node-test-in-cluster`).
+No node test inspects the operator's process itself (its log, a host port), so each runs either way.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+from in_cluster import ManifestsDeployment
 from kubernetes import client, config
 from node_pods import Pods
 
@@ -32,9 +38,16 @@ IN_CLUSTER_TESTS = frozenset(
 )
 HELM_TESTS = str(Path(__file__).parent / "test_in_cluster_helm.py")
 NO_ROOT = "the real node needs root (network namespaces, cgroups, mounts); this run is not root"
+# Where the `operator` fixture runs the operator: "host" (a process) or "in-cluster" (the Deployment).
+NODE_OPERATOR = os.environ.get("BASELINE_NODE_OPERATOR", "host")
+NODE_OPERATORS = ("host", "in-cluster")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if NODE_OPERATOR not in NODE_OPERATORS:
+        raise pytest.UsageError(
+            f"BASELINE_NODE_OPERATOR={NODE_OPERATOR!r}: one of {', '.join(NODE_OPERATORS)}"
+        )
     # A node of an earlier run killed with SIGKILL still has its mounts under pytest's old folders, which
     # pytest removes when it makes this run's: unmount them first (a Pod's volume may be a host folder).
     if os.geteuid() == 0 and host.LEDGER_DIR.exists():
@@ -54,10 +67,17 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         binaries.ensure_control_plane(tools=(*binaries.CONTROL_PLANE, *binaries.NODE, *helm))
     # The operator's image too, when a test runs it (`make image` has usually built it: then this only
     # checks that its inputs did not change). A machine that cannot build it fails in the test instead.
-    runs_it = any(str(item.path) in IN_CLUSTER_TESTS for item in session.items)
-    if runs_it and not operator_image.missing_prerequisites():
+    if any(runs_the_image(item) for item in session.items) and not operator_image.missing_prerequisites():
         with contextlib.suppress(operator_image.ImageBuildError):  # the test's fixture says why
             operator_image.ensure_image()
+
+
+def runs_the_image(item: pytest.Item) -> bool:
+    """Whether the node test `item` runs the operator's image in the cluster."""
+    if str(item.path) in IN_CLUSTER_TESTS:
+        return True
+    needs_an_operator = "operator" in getattr(item, "fixturenames", ())
+    return NODE_OPERATOR == "in-cluster" and str(item.path).startswith(NODE_TESTS) and needs_an_operator
 
 
 def start_node(state_dir: Path) -> LocalNode:
@@ -119,12 +139,15 @@ RBAC_KINDS = frozenset(
 )
 
 
-@pytest.fixture(scope="session")
-def host_operators() -> list[OperatorProcess]:
-    """The operators this session runs on the host (the `operator` fixture's), while they run.
+SessionOperator = OperatorProcess | ManifestsDeployment
 
-    Tests that run the operator in the cluster stop them for their duration: both would contend for the
-    one Lease, and a write by the host's replica could pass for the in-cluster one's.
+
+@pytest.fixture(scope="session")
+def session_operators() -> list[SessionOperator]:
+    """The operator this session runs for its tests (the `operator` fixture's), while it runs.
+
+    Tests that install the operator in the cluster themselves stop it for their duration: both would
+    contend for the one Lease, and a write by the session's operator could pass for theirs.
     """
     return []
 
@@ -165,21 +188,23 @@ def grant_operator_access(node: LocalNode, api: client.ApiClient, kubeconfig: Pa
 
 
 @pytest.fixture(scope="module")
-def no_host_operator(
-    node: LocalNode, api: client.ApiClient, host_operators: list[OperatorProcess]
+def no_session_operator(
+    node: LocalNode, api: client.ApiClient, session_operators: list[SessionOperator]
 ) -> Iterator[None]:
-    """The host-run operators stopped for a module that runs the operator in the cluster.
+    """The session's operator stopped for a module that installs the operator in the cluster itself.
 
-    They come back with their access granted again: an install and uninstall in between (Helm's) may have
-    deleted and re-created their ServiceAccount, and with it invalidated their tokens.
+    It comes back with its access granted again: an install and uninstall in between (Helm's) may have
+    deleted and re-created its ServiceAccount, and with it invalidated a host process's token (the
+    in-cluster one applies the whole of manifests/ again, RBAC included).
     """
-    paused = list(host_operators)
-    for process in paused:
-        process.stop()
+    paused = list(session_operators)
+    for running in paused:
+        running.stop()
     yield
-    for process in paused:
-        grant_operator_access(node, api, process.kubeconfig)
-        process.start()
+    for running in paused:
+        if isinstance(running, OperatorProcess):
+            grant_operator_access(node, api, running.kubeconfig)
+        running.start()
 
 
 @pytest.fixture(scope="session")
@@ -198,25 +223,33 @@ def imported_image(node: LocalNode) -> str:
 
 @pytest.fixture(scope="session")
 def operator(
+    request: pytest.FixtureRequest,
     node: LocalNode,
     api: client.ApiClient,
     tmp_path_factory: pytest.TempPathFactory,
-    host_operators: list[OperatorProcess],
-) -> Iterator[OperatorProcess]:
+    session_operators: list[SessionOperator],
+) -> Iterator[SessionOperator]:
     """The real operator on the node's control plane, as its ServiceAccount with the RBAC of manifests/.
 
-    It runs on the host and reaches the API server over the host's veth, as the tests do.
+    With `BASELINE_NODE_OPERATOR=host` (the default) it runs on the host and reaches the API server over
+    the host's veth, as the tests do. With `in-cluster` it is the Deployment of manifests/ (two replicas,
+    the imported image by digest, `imagePullPolicy: Never`), returned once its leader has done its first
+    pass, removed at the end (its RBAC and the CRD left, as test_in_cluster.py leaves them).
     """
-    folder = tmp_path_factory.mktemp("node-operator")
-    kubeconfig = grant_operator_access(node, api, folder / "operator.kubeconfig")
-    process = new_operator(folder, kubeconfig)
-    process.start()
-    host_operators.append(process)
+    running: SessionOperator
+    if NODE_OPERATOR == "in-cluster":
+        running = ManifestsDeployment(node, api, request.getfixturevalue("imported_image"))
+    else:
+        folder = tmp_path_factory.mktemp("node-operator")
+        kubeconfig = grant_operator_access(node, api, folder / "operator.kubeconfig")
+        running = new_operator(folder, kubeconfig)
+    running.start()
+    session_operators.append(running)
     try:
-        yield process
+        yield running
     finally:
-        host_operators.remove(process)
-        process.stop()
+        session_operators.remove(running)
+        running.stop()
 
 
 @pytest.fixture
@@ -225,7 +258,7 @@ def custom(api: client.ApiClient) -> client.CustomObjectsApi:
 
 
 @pytest.fixture
-def make_baseline(api: client.ApiClient, operator: OperatorProcess) -> Iterator[Callable[..., str]]:
+def make_baseline(api: client.ApiClient, operator: SessionOperator) -> Iterator[Callable[..., str]]:
     """Create SecurityBaselines (unique names); delete them after the test."""
     custom = client.CustomObjectsApi(api)
     created: list[str] = []

@@ -1,6 +1,7 @@
 """The operator's image running in the node's cluster: what both ways to install it are checked with.
 
-`test_in_cluster.py` installs it from `kubectl kustomize manifests/`, `test_in_cluster_helm.py` from the Helm
+`test_in_cluster.py` installs it from `kubectl kustomize manifests/` (`ManifestsDeployment`, which the
+`operator` fixture uses too when `BASELINE_NODE_OPERATOR=in-cluster`), `test_in_cluster_helm.py` from the Helm
 chart; both run the image `make image` built, imported into the node's containerd (the `imported_image`
 fixture), and judge the result with these helpers: what the Pods run as, and who made the writes, read from
 the API server's audit log (which names the Pod whose bound token made each request).
@@ -11,11 +12,14 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass
 from ipaddress import ip_address, ip_network
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
 from kubernetes import client
 from node_pods import Probe
 from test_floor_packets import wait_for
@@ -27,6 +31,7 @@ if TYPE_CHECKING:
 
     from localcluster.node import LocalNode
 
+REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "baseline-system"
 DEPLOYMENT = "baseline-operator"
 LEASE = "baseline-operator"
@@ -34,6 +39,18 @@ SELECTOR = "app.kubernetes.io/name=baseline-operator"
 SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:baseline-operator"
 RUNTIME_UID = 15555
 WRITES = frozenset({"create", "update", "patch", "delete"})
+KEPT = frozenset(
+    # What a host-run operator needs (its RBAC and the CRD): left in place when the Deployment goes.
+    {
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "CustomResourceDefinition",
+    }
+)
 # A TCP connection from inside the operator's container: the image has Python and no other client.
 CONNECT = """
 import socket, sys
@@ -88,6 +105,111 @@ def ready_pods(api: client.ApiClient) -> list[client.V1Pod]:
 def leader(api: client.ApiClient) -> str:
     lease = client.CoordinationV1Api(api).read_namespaced_lease(LEASE, NAMESPACE)
     return str(lease.spec.holder_identity or "")
+
+
+def leading_after_its_first_pass(api: client.ApiClient, replicas: int = 2) -> bool:
+    """Every replica Ready, one of them holding the Lease.
+
+    A standby is Ready as it waits; the replica that leads only once its first pass over every namespace
+    is done (`/readyz`, cli.py): so the leader's Pod Ready means that pass is done.
+    """
+    ready = {pod.metadata.name for pod in ready_pods(api)}
+    if len(ready) != replicas:
+        return False
+    with contextlib.suppress(client.ApiException):  # no Lease yet: nobody leads
+        return leader(api) in ready
+    return False
+
+
+def rendered_manifests(node: LocalNode, image: str) -> list[dict[str, Any]]:
+    """`kubectl kustomize manifests/`, with the Deployment on the imported image; nothing else changed."""
+    rendered = subprocess.run(
+        node.kubectl_command("kustomize", str(REPO / "manifests")), capture_output=True, text=True, check=True
+    ).stdout
+    documents = [document for document in yaml.safe_load_all(rendered) if document]
+    (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    # The manifests pin the published image by digest with `Always`; this one can only be found locally.
+    container["image"] = image
+    container["imagePullPolicy"] = "Never"
+    return documents
+
+
+class ManifestsDeployment:
+    """The operator installed from `kubectl kustomize manifests/` on the imported image, and removed again.
+
+    `start` applies the manifests as they are (two replicas) and returns once the leader has done its first
+    pass; `stop` removes the Deployment and what else is the operator's alone, leaving its RBAC and the CRD
+    (a host-run operator may need them next).
+    """
+
+    def __init__(self, node: LocalNode, api: client.ApiClient, image: str) -> None:
+        self.node, self.api, self.image = node, api, image
+        self.documents = rendered_manifests(node, image)
+
+    def start(self) -> InCluster:
+        started = time.monotonic()
+        subprocess.run(
+            self.node.kubectl_command("apply", "--server-side", "-f", "-"),
+            input=yaml.safe_dump_all(self.documents),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        wait_for(
+            lambda: leading_after_its_first_pass(self.api),
+            "both replicas Ready, the leader after its first pass",
+            timeout=180,
+        )
+        deployed = InCluster(self.image, round(time.monotonic() - started, 1), self.node)
+        ready = f"both replicas Ready {deployed.ready_seconds} s after apply"
+        print(f"in-cluster operator: {self.image}; {ready}")  # noqa: T201
+        return deployed
+
+    def stop(self) -> None:
+        stop_replicas(self.api)
+        removed = [d for d in self.documents if d["kind"] not in KEPT]
+        subprocess.run(
+            self.node.kubectl_command("delete", "--ignore-not-found", "--wait=true", "-f", "-"),
+            input=yaml.safe_dump_all(removed),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+
+def stop_replicas(api: client.ApiClient) -> None:
+    """Stop the Deployment's Pods and leave the Lease free, before another operator comes in.
+
+    In an order that leaves no candidate behind to take the Lease the leader releases: the Pods are
+    orphaned (no controller replaces them), the standby is stopped first (it holds nothing), and only then
+    the leader, gracefully, so that it releases the Lease. Nothing to do where nothing is deployed.
+    """
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    with contextlib.suppress(client.ApiException):  # already gone (a test removed it)
+        apps.delete_namespaced_deployment(DEPLOYMENT, NAMESPACE, propagation_policy="Orphan")
+    for replica_set in apps.list_namespaced_replica_set(NAMESPACE, label_selector=SELECTOR).items:
+        apps.delete_namespaced_replica_set(replica_set.metadata.name, NAMESPACE, propagation_policy="Orphan")
+
+    def replicas() -> set[str]:
+        return {
+            pod.metadata.name for pod in core.list_namespaced_pod(NAMESPACE, label_selector=SELECTOR).items
+        }
+
+    if not replicas():
+        return
+    holder = leader(api)
+    standbys = replicas() - {holder}
+    for pod in standbys:
+        # A grace period of 1 s rather than a forced deletion: the Pod then leaves the API only once the
+        # kubelet has seen its container die, and cannot take the Lease after that.
+        with contextlib.suppress(client.ApiException):
+            core.delete_namespaced_pod(pod, NAMESPACE, grace_period_seconds=1)
+    wait_for(lambda: not replicas() & standbys, "the standby Pods gone", timeout=60)
+    with contextlib.suppress(client.ApiException):
+        core.delete_namespaced_pod(holder, NAMESPACE)
+    wait_for(lambda: not replicas(), "the leader's Pod gone", timeout=60)
+    assert leader(api) == "", "the leader released the Lease as it stopped"
 
 
 def assert_each_replica_runs_the_image_as_15555_with_a_read_only_root(

@@ -6,8 +6,9 @@ the imported image by its digest with `imagePullPolicy: Never`, where the manife
 with `Always` (nothing can be pulled here). The operator then runs as users run it: two replicas, the
 in-cluster ServiceAccount token, the NetworkPolicies of its own namespace, Pod Security `restricted`.
 
-The host-run operator of the other node tests is stopped meanwhile (the `host_operators` fixture): it
-would contend for the same Lease. That the in-cluster replicas did the work is read from the API server's
+The operator of the other node tests (on the host, or this same Deployment with
+`BASELINE_NODE_OPERATOR=in-cluster`) is stopped meanwhile (the `session_operators` fixture): it would
+contend for the same Lease. That the in-cluster replicas did the work is read from the API server's
 audit log, which names the Pod whose bound token made each request.
 
 What the egress policy means on this node (measured here, and asserted below so that a change shows):
@@ -29,19 +30,14 @@ for both replicas.
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
-import yaml
 from in_cluster import (
-    DEPLOYMENT,
     NAMESPACE,
-    SELECTOR,
     InCluster,
+    ManifestsDeployment,
     a_new_baseline,
     assert_each_replica_runs_the_image_as_15555_with_a_read_only_root,
     assert_reconciled_by_its_pods,
@@ -64,97 +60,19 @@ if TYPE_CHECKING:
 
     from localcluster.node import LocalNode
 
-REPO = Path(__file__).resolve().parents[2]
 METRICS_SERVICE = f"baseline-operator-metrics.{NAMESPACE}.svc:8080"
-KEPT = frozenset(
-    # What the host-run operator of the other tests needs (its RBAC and the CRD): left in place.
-    {
-        "Namespace",
-        "ServiceAccount",
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "Role",
-        "RoleBinding",
-        "CustomResourceDefinition",
-    }
-)
 RESOLVE = "import socket, sys; print(socket.getaddrinfo(sys.argv[1], 443)[0][4][0])"
-
-
-def rendered_manifests(node: LocalNode, image: str) -> list[dict[str, Any]]:
-    """`kubectl kustomize manifests/`, with the Deployment on the imported image; nothing else changed."""
-    rendered = subprocess.run(
-        node.kubectl_command("kustomize", str(REPO / "manifests")), capture_output=True, text=True, check=True
-    ).stdout
-    documents = [document for document in yaml.safe_load_all(rendered) if document]
-    (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    # The manifests pin the published image by digest with `Always`; this one can only be found locally.
-    container["image"] = image
-    container["imagePullPolicy"] = "Never"
-    return documents
 
 
 @pytest.fixture(scope="module")
 def in_cluster(
-    node: LocalNode, api: client.ApiClient, imported_image: str, no_host_operator: None
+    node: LocalNode, api: client.ApiClient, imported_image: str, no_session_operator: None
 ) -> Iterator[InCluster]:
-    image = imported_image
-    documents = rendered_manifests(node, image)
-    started = time.monotonic()
-    subprocess.run(
-        node.kubectl_command("apply", "--server-side", "-f", "-"),
-        input=yaml.safe_dump_all(documents),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    wait_for(lambda: len(ready_pods(api)) == 2, "both replicas Ready", timeout=180)
-    deployed = InCluster(image, round(time.monotonic() - started, 1), node)
-    print(f"in-cluster operator: {image}; both replicas Ready {deployed.ready_seconds} s after apply")  # noqa: T201
+    deployment = ManifestsDeployment(node, api, imported_image)
     try:
-        yield deployed
+        yield deployment.start()
     finally:
-        stop_replicas(api)
-        removed = [d for d in documents if d["kind"] not in KEPT]
-        subprocess.run(
-            node.kubectl_command("delete", "--ignore-not-found", "--wait=true", "-f", "-"),
-            input=yaml.safe_dump_all(removed),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-
-
-def stop_replicas(api: client.ApiClient) -> None:
-    """Stop the Deployment's Pods and leave the Lease free, before the host-run operator comes back.
-
-    In an order that leaves no candidate behind to take the Lease the leader releases: the Pods are
-    orphaned (no controller replaces them), the standby is stopped first (it holds nothing), and only then
-    the leader, gracefully, so that it releases the Lease.
-    """
-    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
-    apps.delete_namespaced_deployment(DEPLOYMENT, NAMESPACE, propagation_policy="Orphan")
-    for replica_set in apps.list_namespaced_replica_set(NAMESPACE, label_selector=SELECTOR).items:
-        apps.delete_namespaced_replica_set(replica_set.metadata.name, NAMESPACE, propagation_policy="Orphan")
-    holder = leader(api)
-
-    def replicas() -> set[str]:
-        return {
-            pod.metadata.name for pod in core.list_namespaced_pod(NAMESPACE, label_selector=SELECTOR).items
-        }
-
-    standbys = replicas() - {holder}
-    for pod in standbys:
-        # A grace period of 1 s rather than a forced deletion: the Pod then leaves the API only once the
-        # kubelet has seen its container die, and cannot take the Lease after that.
-        with contextlib.suppress(client.ApiException):
-            core.delete_namespaced_pod(pod, NAMESPACE, grace_period_seconds=1)
-    wait_for(lambda: not replicas() & standbys, "the standby Pods gone", timeout=60)
-    with contextlib.suppress(client.ApiException):
-        core.delete_namespaced_pod(holder, NAMESPACE)
-    wait_for(lambda: not replicas(), "the leader's Pod gone", timeout=60)
-    assert leader(api) == "", "the leader released the Lease as it stopped"
+        deployment.stop()
 
 
 def test_the_replicas_run_the_built_image_as_15555_with_a_read_only_root(

@@ -22,8 +22,8 @@ ServiceAccount 10 to 80 ms after the Deployment, before the Pods stop, so the le
 is refused (403). Everything the release rendered is gone.
 
 The objects of the chart's kinds left by the modules before (the host-run operator's ServiceAccount and
-RBAC, from manifests/) are deleted first: Helm installs only what it owns. `no_host_operator` gives the
-host-run operator its access back afterwards.
+RBAC, from manifests/) are deleted first: Helm installs only what it owns. `no_session_operator` gives the
+session's operator its access back afterwards.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def helm() -> Path:
 
 @pytest.fixture(scope="module")
 def release(
-    node: LocalNode, api: client.ApiClient, imported_image: str, no_host_operator: None, helm: Path
+    node: LocalNode, api: client.ApiClient, imported_image: str, no_session_operator: None, helm: Path
 ) -> Iterator[Release]:
     repository, digest = imported_image.split("@", 1)
     cidrs = api_server_cidrs(api)

@@ -7,6 +7,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from impersonation import as_user
 from kubernetes import client
 from support import eventually
 
@@ -111,7 +112,7 @@ def test_rbac_is_enforced_for_a_service_account(api: client.ApiClient, namespace
         namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="app"))
     )
     user = f"system:serviceaccount:{namespace}:app"
-    as_app = client.CoreV1Api(_impersonating(api, user))
+    as_app = client.CoreV1Api(as_user(api, user))
     with pytest.raises(client.ApiException) as denied:
         as_app.list_namespaced_config_map(namespace)
     assert denied.value.status == 403
@@ -125,12 +126,6 @@ def test_rbac_is_enforced_for_a_service_account(api: client.ApiClient, namespace
         ),
     )
     eventually(lambda: _allowed(lambda: as_app.list_namespaced_config_map(namespace)), timeout=10)
-
-
-def _impersonating(api: client.ApiClient, user: str) -> client.ApiClient:
-    impersonator = client.ApiClient(api.configuration)
-    impersonator.set_default_header("Impersonate-User", user)
-    return impersonator
 
 
 def _allowed(call: Callable[[], Any]) -> bool:

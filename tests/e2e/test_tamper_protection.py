@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from conftest import install_admission_protection, kubectl, remove_admission_protection
+from impersonation import BREAK_GLASS, as_user
 from kubernetes import client
 from support import FULL_SET, PSA, Cluster, eventually, full_spec
 
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
 TENANT = "tenant"
 LABELER = "namespace-labeler"
-BREAK_GLASS = "baseline.dev:break-glass"
 
 
 @pytest.fixture(scope="module")
@@ -66,15 +66,6 @@ def protection(cluster: LocalCluster, api: client.ApiClient) -> Iterator[None]:
         remove_admission_protection(cluster, objects)
         rbac.delete_cluster_role_binding("e2e-namespace-labeler")
         rbac.delete_cluster_role("e2e-namespace-labeler")
-
-
-def as_user(api: client.ApiClient, user: str, group: str | None = None) -> client.ApiClient:
-    """A client that the API server takes for `user` (and `group`): RBAC and admission judge them."""
-    impersonating = client.ApiClient(api.configuration)
-    impersonating.set_default_header("Impersonate-User", user)
-    if group is not None:
-        impersonating.set_default_header("Impersonate-Group", group)
-    return impersonating
 
 
 def grant_edit(

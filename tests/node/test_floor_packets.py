@@ -13,6 +13,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from impersonation import BREAK_GLASS, as_user
 from kubernetes import client
 from test_node_smoke import until_blocked
 
@@ -267,6 +268,8 @@ def test_deleting_the_default_deny_opens_the_namespace_only_for_the_moment_of_th
 ) -> None:
     # Only the default deny isolates these Pods (no DNS, no same-namespace allow): deleting it opens egress
     # until the operator re-creates it and the enforcer applies it again. Probed continuously from inside.
+    # Deleted by the break-glass group: where manifests/admission is installed (the in-cluster operator),
+    # nobody else may (an admin's delete is refused); with the host-run operator, the same way.
     label = uuid.uuid4().hex[:8]
     namespace = make_namespace("floor", {"floor": label})
     baseline = make_baseline(spec(label, allowDNS=False))
@@ -293,8 +296,9 @@ def test_deleting_the_default_deny_opens_the_namespace_only_for_the_moment_of_th
 
     time.sleep(3)
     assert answers() == []  # closed all along
+    oncall = break_glass_in(api, namespace)
     deleted = deny_of(networking, namespace)
-    networking.delete_namespaced_network_policy("baseline-default-deny", namespace)
+    oncall.delete_namespaced_network_policy("baseline-default-deny", namespace)
     wait_for(lambda: deny_of(networking, namespace) not in {None, deleted}, "the default deny re-created")
     time.sleep(5)  # the enforcer applies it; the loops keep probing
     window = answers()
@@ -306,6 +310,32 @@ def test_deleting_the_default_deny_opens_the_namespace_only_for_the_moment_of_th
     # The positive control: released (its baseline deleted), the namespace lets the same probes through.
     custom.delete_cluster_custom_object("baseline.dev", "v1alpha1", "securitybaselines", baseline)
     wait_for(lambda: len(answers()) > len(window), "the probes answered once the namespace was released")
+
+
+def break_glass_in(api: client.ApiClient, namespace: str) -> client.NetworkingV1Api:
+    """NetworkPolicies of `namespace` as an on-call member of the break-glass group, granted `edit` there."""
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "node-test-break-glass"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": BREAK_GLASS}],
+    }
+    client.RbacAuthorizationV1Api(api).create_namespaced_role_binding(namespace, binding)
+    oncall = client.NetworkingV1Api(as_user(api, "oncall", BREAK_GLASS))
+    # RBAC's cache takes the binding in a moment later.
+    wait_for(lambda: allowed_to_list(oncall, namespace), "the break-glass binding in force")
+    return oncall
+
+
+def allowed_to_list(networking: client.NetworkingV1Api, namespace: str) -> bool:
+    try:
+        networking.list_namespaced_network_policy(namespace)
+    except client.ApiException as error:
+        if error.status == 403:
+            return False
+        raise
+    return True
 
 
 def deny_of(networking: client.NetworkingV1Api, namespace: str) -> str | None:

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
-from impersonation import as_user
+from impersonation import allowed, as_user
 from kubernetes import client
 from support import eventually
 
 from localcluster.binaries import KUBERNETES
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from localcluster import LocalCluster
 
 
@@ -125,17 +123,7 @@ def test_rbac_is_enforced_for_a_service_account(api: client.ApiClient, namespace
             subjects=[client.RbacV1Subject(kind="ServiceAccount", name="app", namespace=namespace)],
         ),
     )
-    eventually(lambda: _allowed(lambda: as_app.list_namespaced_config_map(namespace)), timeout=10)
-
-
-def _allowed(call: Callable[[], Any]) -> bool:
-    try:
-        call()
-    except client.ApiException as error:
-        if error.status == 403:
-            return False
-        raise
-    return True
+    eventually(lambda: allowed(lambda: as_app.list_namespaced_config_map(namespace)), timeout=10)
 
 
 def test_custom_resource_round_trip(api: client.ApiClient) -> None:

@@ -1,6 +1,8 @@
 """The floor on real packets: what the README's "What it creates" says about traffic, seen from inside Pods.
 
-The real operator keeps namespaces at their baselines on the real node (kube-network-policies enforcing).
+The real operator keeps namespaces at their baselines on the real node (kube-network-policies enforcing):
+a process on the host, or with `BASELINE_NODE_OPERATOR=in-cluster` (`make node-test-in-cluster`) the
+Deployment of manifests/ on the built image, its admission policies included (the `operator` fixture).
 Every "refused" probe has its positive control in the same test: the same probe from (or to) a namespace no
 baseline selects succeeds, so a broken network cannot pass for a closed one.
 """
@@ -13,7 +15,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from impersonation import BREAK_GLASS, as_user
+from impersonation import BREAK_GLASS, allowed, as_user
 from kubernetes import client
 from test_node_smoke import until_blocked
 
@@ -324,18 +326,10 @@ def break_glass_in(api: client.ApiClient, namespace: str) -> client.NetworkingV1
     client.RbacAuthorizationV1Api(api).create_namespaced_role_binding(namespace, binding)
     oncall = client.NetworkingV1Api(as_user(api, "oncall", BREAK_GLASS))
     # RBAC's cache takes the binding in a moment later.
-    wait_for(lambda: allowed_to_list(oncall, namespace), "the break-glass binding in force")
+    wait_for(
+        lambda: allowed(lambda: oncall.list_namespaced_network_policy(namespace)), "the binding in force"
+    )
     return oncall
-
-
-def allowed_to_list(networking: client.NetworkingV1Api, namespace: str) -> bool:
-    try:
-        networking.list_namespaced_network_policy(namespace)
-    except client.ApiException as error:
-        if error.status == 403:
-            return False
-        raise
-    return True
 
 
 def deny_of(networking: client.NetworkingV1Api, namespace: str) -> str | None:

@@ -6,7 +6,12 @@ requests for another user, and groups, through the impersonation headers.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from kubernetes import client
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 BREAK_GLASS = "baseline.dev:break-glass"
 """The group manifests/admission exempts, besides the operator: who may still change managed objects."""
@@ -19,3 +24,14 @@ def as_user(api: client.ApiClient, user: str, group: str | None = None) -> clien
     if group is not None:
         impersonating.set_default_header("Impersonate-Group", group)
     return impersonating
+
+
+def allowed(call: Callable[[], Any]) -> bool:
+    """Whether `call` passes RBAC: False where it is refused (403), as a new grant's first moments are."""
+    try:
+        call()
+    except client.ApiException as error:
+        if error.status == 403:
+            return False
+        raise
+    return True

@@ -267,11 +267,14 @@ def assert_reconciled_by_its_pods(
     """The baseline `name` is applied to `namespace` by the Deployment's Pods, with their bound tokens."""
     networking = client.NetworkingV1Api(api)
     managed = "app.kubernetes.io/managed-by=baseline-operator"
-    found = wait_for(
-        lambda: networking.list_namespaced_network_policy(namespace, label_selector=managed).items,
-        "the baseline's NetworkPolicies in the selected namespace",
-    )
-    assert {policy.metadata.name for policy in found} >= {"baseline-default-deny", "baseline-allow-dns"}
+    expected = {"baseline-default-deny", "baseline-allow-dns"}
+
+    def policies() -> set[str]:
+        found = networking.list_namespaced_network_policy(namespace, label_selector=managed).items
+        return {policy.metadata.name for policy in found}
+
+    # Until both are there: the operator writes them one after the other (seen: the first alone).
+    wait_for(lambda: policies() >= expected, "the baseline's NetworkPolicies in the selected namespace")
     wait_for(lambda: baseline_ready(custom, name), "the baseline's status Ready")
     # Who wrote them: the ServiceAccount's token bound to one of the Deployment's Pods, from its Pod IP.
     writes = wait_for(lambda: audited_writes(deployed.node, namespace), "the writes in the audit log")

@@ -148,24 +148,94 @@ def targets(results: Mapping[str, Any]) -> list[Target]:
     ]
 
 
+SCALE_RATIO_SIZES = (1000, 10_000)
+"""The sizes the pinned ratio target is judged at."""
+RESTART_SIZE = 10_000
+
+
+def scale_targets(points: Mapping[str, Any]) -> list[Target]:
+    """The scale issue's targets, from the scale runs (empty when none ran)."""
+    measured = {int(size): point for size, point in points.items() if "error" not in point}
+    if not points:
+        return []
+    found: list[Target] = []
+    for size in SCALE_RATIO_SIZES:
+        point = measured.get(size)
+        ratio = point.get("ratio_pinned") if point else None
+        shown = (
+            f"{ratio}x ({point['cold_pinned']['seconds']} s vs {point['calibration_pinned']['seconds']} s)"
+            if point and ratio is not None
+            else None
+        )
+        found.append(_at_most(f"Cold convergence / Go client, pinned, {size} ns", 1.3, ratio, "x", shown))
+    cpu = [(point["cold_pinned"]["operator_cpu_ms_per_write"], size) for size, point in measured.items()]
+    worst = max(cpu, default=None)
+    found.append(
+        _at_most(
+            "Operator CPU per write (worst size, pinned)",
+            1.0,
+            worst[0] if worst else None,
+            "ms",
+            f"{worst[0]} ms at {worst[1]} ns" if worst else None,
+        )
+    )
+    big = measured.get(RESTART_SIZE) or {}
+    found += [
+        _at_most(
+            f"RSS at {big.get('selected_namespaces_end', RESTART_SIZE)} ns",
+            250,
+            _get(big, "memory_end", "rss_mib"),
+            "MiB",
+        ),
+        _at_most(
+            f"Restart at {RESTART_SIZE} ns: ready", 30, _get(big, "restart_pinned", "ready_after_s"), "s"
+        ),
+        _at_most(
+            f"Restart at {RESTART_SIZE} ns: writes", 0, _get(big, "restart_pinned", "operator_writes"), ""
+        ),
+    ]
+    bursts = [(point["burst_pinned"]["p99_ms"], size) for size, point in measured.items()]
+    worst_burst = max(bursts, default=None)
+    found.append(
+        _at_most(
+            "Burst create p99 (worst size, pinned)",
+            1000,
+            worst_burst[0] if worst_burst else None,
+            "ms",
+            f"{worst_burst[0]} ms at {worst_burst[1]} ns" if worst_burst else None,
+        )
+    )
+    return found
+
+
 def write(results: dict[str, Any], directory: Path, stem: str) -> list[Path]:
     """Write `<stem>.json`, `<stem>.md` and (with matplotlib) `<stem>.png`; the paths written."""
     directory.mkdir(parents=True, exist_ok=True)
-    results["targets"] = [asdict(target) for target in targets(results)]
+    judged = (targets(results) if results.get("scenarios") else []) + scale_targets(results.get("scale", {}))
+    results["targets"] = [asdict(target) for target in judged]
     results["definitions"] = DEFINITIONS
     written = [directory / f"{stem}.json", directory / f"{stem}.md"]
     written[0].write_text(json.dumps(results, indent=1) + "\n")
     chart = directory / f"{stem}.png"
-    if _chart(results, chart):
+    if results.get("scenarios") and _chart(results, chart):
         written.append(chart)
-    written[1].write_text(markdown(results, chart.name if chart in written else None))
+    scale_chart = directory / f"{stem}-scale.png"
+    if results.get("scale") and _scale_chart(results, scale_chart):
+        written.append(scale_chart)
+    written[1].write_text(
+        markdown(
+            results,
+            chart.name if chart in written else None,
+            scale_chart.name if scale_chart in written else None,
+        )
+    )
     return written
 
 
 # -- markdown ------------------------------------------------------------------------------------------
 
 
-def markdown(results: Mapping[str, Any], chart: str | None) -> str:
+def markdown(results: Mapping[str, Any], chart: str | None, scale_chart: str | None = None) -> str:
     scenarios = results.get("scenarios", {})
     environment = results.get("environment", {})
     title = f"# baseline-operator benchmark, {results.get('date')}"
@@ -188,18 +258,27 @@ def markdown(results: Mapping[str, Any], chart: str | None) -> str:
     for target in results.get("targets", []):
         met = {True: "yes", False: "**no**", None: "n/a"}[target["met"]]
         lines.append(f"| {target['name']} | {target['limit']} | {target['measured']} | {met} |")
-    lines += ["", "## Figures", "", *_figures(scenarios)]
+    if scenarios:
+        lines += ["", "## Figures", "", *_figures(scenarios)]
+    if results.get("scale"):
+        lines += ["", "## Scale", "", *scale_table(results["scale"])]
+        if scale_chart:
+            lines += ["", f"![scale: convergence, CPU per write, memory, restart]({scale_chart})"]
     retries = results.get("api_retries", {})
     series = 'baseline_operator_api_requests_total{code="429"}'
-    lines += [
-        "",
-        (
-            f"API retries (HTTP 429) of the operator: {retries.get('audit_log_429')} in the audit log, "
-            f"{retries.get('metrics_429')} counted by `{series}`. Both the operator and the calibration "
-            "client run in `system:masters`, which API Priority and Fairness exempts from queuing, so "
-            "429s are not expected here."
-        ),
-    ]
+    lines += (
+        []
+        if not retries
+        else [
+            "",
+            (
+                f"API retries (HTTP 429) of the operator: {retries.get('audit_log_429')} in the audit log, "
+                f"{retries.get('metrics_429')} counted by `{series}`. Both the operator and the calibration "
+                "client run in `system:masters`, which API Priority and Fairness exempts from queuing, so "
+                "429s are not expected here."
+            ),
+        ]
+    )
     errors = {
         name: found["error"]
         for name, found in scenarios.items()
@@ -207,12 +286,57 @@ def markdown(results: Mapping[str, Any], chart: str | None) -> str:
     }
     if results.get("interrupted"):
         errors["run"] = "interrupted (SIGINT/SIGTERM): later scenarios did not run"
+    errors.update(
+        {
+            f"scale {size}": point["error"]
+            for size, point in results.get("scale", {}).items()
+            if "error" in point
+        }
+    )
     if errors:
         lines += ["", "## Errors", "", *(f"- {name}: {error}" for name, error in errors.items())]
     if chart:
         lines += ["", f"![convergence, latencies and memory]({chart})"]
     lines += ["", "## Definitions", "", *(f"- **{name}**: {text}" for name, text in DEFINITIONS.items())]
     return "\n".join(lines) + "\n"
+
+
+def scale_table(points: Mapping[str, Any]) -> list[str]:
+    """A row per size: the Go client and the operator, pinned and unpinned; the pinned operator's figures."""
+    header = (
+        "| Namespaces | Go client pinned | Operator pinned | Ratio | Go client unpinned | Operator unpinned "
+        "| Ratio | Operator CPU/write pinned (unpinned) | Go client CPU/write | Burst p99 | Drift p99 "
+        "| Restart: ready, writes | RSS at the end |"
+    )
+    lines = [header, "|---" * 13 + "|"]
+    for size, point in sorted(points.items(), key=lambda item: int(item[0])):
+        if "error" in point:
+            lines.append(f"| {size} | error: {point['error'][:80]} |" + " |" * 11)
+            continue
+        go_pinned, go_free = point["calibration_pinned"], point["calibration_unpinned"]
+        pinned, free = point["cold_pinned"], point["cold_unpinned"]
+        restart = point["restart_pinned"]
+        lines.append(
+            f"| {size} | {go_pinned['seconds']} s ({go_pinned['requests_per_second']}/s) "
+            f"| {pinned['seconds']} s | {point['ratio_pinned']}x "
+            f"| {go_free['seconds']} s ({go_free['requests_per_second']}/s) | {free['seconds']} s "
+            f"| {point['ratio_unpinned']}x "
+            f"| {pinned['operator_cpu_ms_per_write']} ({free['operator_cpu_ms_per_write']}) ms "
+            f"| {go_pinned['client_cpu_ms_per_write']} ms "
+            f"| {point['burst_pinned']['p99_ms']} ms | {point['drift_pinned']['p99_ms']} ms "
+            f"| {restart['ready_after_s']} s, {restart['operator_writes']} "
+            f"| {point['memory_end']['rss_mib']} MiB at {point['selected_namespaces_end']} |"
+        )
+    note = (
+        "Each size on a control plane of its own. Pinned: kube-apiserver, etcd, kube-controller-manager and "
+        "the benchmark on CPU 0, the operator or the Go client alone on CPU 1. Seconds: from the first "
+        "request (Go client) or the baseline's creation (operator) until a watch saw every object; the "
+        "operator's also until its status said all compliant. CPU/write: the process's CPU seconds over "
+        "the writes in the audit log. Burst: 20 new namespaces/s for 15 s, creation -> all 7 objects seen. "
+        "Restart: SIGTERM and start with nothing changed, until the first pass over every namespace is "
+        "done."
+    )
+    return [*lines, "", note]
 
 
 def _cpu(found: Mapping[str, Any]) -> str:
@@ -365,6 +489,59 @@ def _chart(results: Mapping[str, Any], path: Path) -> bool:
     _latency_panel(latency, scenarios)
     _memory_panel(memory, scenarios)
     figure.suptitle(f"baseline-operator benchmark {results.get('date')}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return True
+
+
+def _scale_chart(results: Mapping[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib as mpl  # noqa: PLC0415 - optional: the `bench` extra
+
+        mpl.use("Agg")
+        from matplotlib import pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        logger.warning("matplotlib is not installed (pip install -e '.[bench]'): no chart")
+        return False
+    points = sorted(
+        ((int(size), point) for size, point in results["scale"].items() if "error" not in point),
+        key=lambda item: item[0],
+    )
+    if not points:
+        return False
+    sizes = [size for size, _ in points]
+    figure, (converge, cpu, memory, restart) = plt.subplots(1, 4, figsize=(20, 4.8))
+    for key, label, style in (
+        ("calibration_pinned", "Go client, pinned", "o--"),
+        ("cold_pinned", "operator, pinned", "o-"),
+        ("calibration_unpinned", "Go client, unpinned", "s--"),
+        ("cold_unpinned", "operator, unpinned", "s-"),
+    ):
+        converge.plot(sizes, [point[key]["seconds"] for _, point in points], style, label=label)
+    converge.set(title="Cold convergence", xlabel="namespaces", ylabel="seconds")
+    converge.legend()
+    cpu.plot(
+        sizes, [p["cold_pinned"]["operator_cpu_ms_per_write"] for _, p in points], "o-", label="operator"
+    )
+    cpu.plot(
+        sizes,
+        [p["calibration_pinned"]["client_cpu_ms_per_write"] for _, p in points],
+        "o--",
+        label="Go client",
+    )
+    cpu.axhline(1.0, color="red", linestyle="dashed")
+    cpu.set(title="CPU per write, pinned (red: target)", xlabel="namespaces", ylabel="ms")
+    cpu.legend()
+    memory.plot(sizes, [p["memory_end"]["rss_mib"] for _, p in points], "o-", label="RSS")
+    memory.plot(sizes, [p["memory_end"]["peak_mib"] for _, p in points], "o--", label="peak")
+    memory.axhline(250, color="red", linestyle="dashed")
+    memory.set(title="Operator memory (red: target at 10 000)", xlabel="namespaces", ylabel="MiB")
+    memory.legend()
+    restart.plot(sizes, [p["restart_pinned"]["ready_after_s"] for _, p in points], "o-")
+    restart.axhline(30, color="red", linestyle="dashed")
+    restart.set(title="Restart until the first pass is done", xlabel="namespaces", ylabel="seconds")
+    figure.suptitle(f"baseline-operator at scale {results.get('date')}")
     figure.tight_layout()
     figure.savefig(path, dpi=80)
     plt.close(figure)

@@ -136,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         failed = run_all(settings, only, state, results) if only != {"scale"} else False
         if "scale" in only:
             results["scale"] = run_scale(scale_settings_from(args), state)
+            versions = [point.get("kubernetes") for point in results["scale"].values()]
+            results["environment"].setdefault("kubernetes", next(filter(None, versions), None))
             failed = failed or any("error" in point for point in results["scale"].values())
     except KeyboardInterrupt:
         logger.warning("interrupted: writing what was measured so far")

@@ -104,6 +104,7 @@ def _point(settings: ScaleSettings, size: int, state: Path, client: Path) -> dic
     cluster.start()
     bench: Bench | None = None
     try:
+        version = cluster.version().get("gitVersion")
         bench = Bench.prepare(
             replace(
                 Settings(),
@@ -116,7 +117,7 @@ def _point(settings: ScaleSettings, size: int, state: Path, client: Path) -> dic
             state,
             cluster,
         )
-        return _measure(bench, settings, size, client)
+        return {"kubernetes": version, **_measure(bench, settings, size, client)}
     finally:
         if bench is not None:
             bench.close()
@@ -133,17 +134,20 @@ def _measure(bench: Bench, settings: ScaleSettings, size: int, client: Path) -> 
     uid = bench.create_baseline()
     for pinned in (True, False):
         with _pinned(bench, on=pinned):
-            point[_label("calibration", pinned=pinned)] = calibrator.apply(uid, pinned=pinned)
+            point[_label("calibration", pinned=pinned)] = _said(
+                f"{size}: Go client {'pinned' if pinned else 'unpinned'}",
+                calibrator.apply(uid, pinned=pinned),
+            )
         calibrator.undo()
     bench.delete_baseline()
 
     with _pinned(bench, on=False):
-        point["cold_unpinned"] = _cold(bench)
-        point["release"] = _release(bench)
+        point["cold_unpinned"] = _said(f"{size}: cold_unpinned", _cold(bench))
+        point["release"] = _said(f"{size}: release", _release(bench))
         bench.stop_operator()
     with _pinned(bench, on=True):
-        point["cold_pinned"] = _cold(bench)
-        point["restart_pinned"] = scenarios.restart(bench)
+        point["cold_pinned"] = _said(f"{size}: cold_pinned", _cold(bench))
+        point["restart_pinned"] = _said(f"{size}: restart", scenarios.restart(bench))
         point["drift_pinned"] = scenarios.single_deletions(bench, bench.load[: settings.drift_singles])
         point["burst_pinned"] = scenarios.burst_creates(bench)
         with contextlib.suppress(BenchError):
@@ -156,6 +160,19 @@ def _measure(bench: Bench, settings: ScaleSettings, size: int, client: Path) -> 
         cold, calibration = point[_label("cold", pinned=pinned)], point[_label("calibration", pinned=pinned)]
         point[f"ratio_{label}"] = round(cold["seconds"] / calibration["seconds"], 2)
     return point
+
+
+def _said(what: str, found: dict[str, Any]) -> dict[str, Any]:
+    """Log a phase's headline figures as it ends (a long run can be followed), and pass them on."""
+    shown = (
+        "seconds",
+        "requests_per_second",
+        "operator_cpu_ms_per_write",
+        "ready_after_s",
+        "operator_writes",
+    )
+    logger.info("scale %s: %s", what, ", ".join(f"{key} {found[key]}" for key in shown if key in found))
+    return found
 
 
 def _label(name: str, *, pinned: bool) -> str:

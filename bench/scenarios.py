@@ -149,14 +149,22 @@ class Bench:
 
     # -- the operator -----------------------------------------------------------------------------
 
-    def start_operator(self, *, backstop: bool = True) -> Readiness:
-        """Start the operator and wait until it is ready; without `backstop`, at its default interval."""
+    def start_operator(self, *, backstop: bool = True, profile: dict[str, Any] | None = None) -> Readiness:
+        """Start the operator and wait until it is ready; without `backstop`, at its default interval.
+
+        With `profile` (and `--profile`), py-spy records the start until ready into that dict.
+        """
         arguments = ("--backstop-interval", str(self.settings.backstop_interval)) if backstop else ()
         self.operator = OperatorProcess(
             self.operator_kubeconfig, self.state / "operator.log", arguments, cpus=self.operator_cpus
         )
+        namespaces = self.namespace_count()
         self.operator.start()
-        return self.operator.wait_ready(self.namespace_count())
+        with contextlib.ExitStack() as stack:
+            if self.settings.profile and profile is not None:
+                output = self.state / f"profile-start-{namespaces}-{time.time():.0f}.txt"
+                stack.enter_context(recording(self.operator.pid, output, profile))
+            return self.operator.wait_ready(namespaces)
 
     def stop_operator(self) -> None:
         if self.operator is not None:
@@ -545,7 +553,8 @@ def restart(bench: Bench) -> dict[str, Any]:
     bench.stop_operator()
     stopped = time.monotonic()
     # At the default backstop interval, as in production: a backstop pass would be a change of its own.
-    readiness = bench.start_operator(backstop=False)
+    profile: dict[str, Any] = {}
+    readiness = bench.start_operator(backstop=False, profile=profile)
     time.sleep(bench.settings.restart_quiet_seconds)
     time.sleep(2.0)
     entries = bench.audit.between(since)
@@ -565,6 +574,7 @@ def restart(bench: Bench) -> dict[str, Any]:
         "reads": len([entry for entry in entries if entry.is_read]),
         "requests": _by_resource(entries),
         "memory": vars(bench.running.memory()),
+        **({"profile": profile} if profile else {}),
     }
 
 

@@ -17,9 +17,10 @@ the kustomize install lets the operator reach it.
 
 What `helm uninstall` leaves (measured): the CRD and so every SecurityBaseline (Helm never deletes a CRD
 from crds/), the objects each baseline wrote in tenant namespaces, unchanged, and in the release namespace
-the Lease, still naming the stopped leader until it expires (15 s): Helm deletes the operator's Role and
-ServiceAccount 10 to 80 ms after the Deployment, before the Pods stop, so the leader's release of the Lease
-is refused (403). Everything the release rendered is gone.
+the Lease, usually still naming the stopped leader until it expires (15 s): Helm deletes the operator's Role
+and ServiceAccount 10 to 80 ms after the Deployment, before the Pods stop, so the leader's release of the
+Lease is refused (403); when the release wins that race, it is released at once. Everything the release
+rendered is gone.
 
 The objects of the chart's kinds left by the modules before (the host-run operator's ServiceAccount and
 RBAC, from manifests/) are deleted first: Helm installs only what it owns. `no_session_operator` gives the
@@ -237,12 +238,12 @@ def test_helm_uninstall_removes_the_release_and_weakens_no_tenant_namespace(
         assert left.strip() == "", left
         # ...but the CRD (Helm never deletes one it installed from crds/) and so every SecurityBaseline,
         assert baseline_exists(custom, name)
-        # The Lease is left to expire: Helm deletes the Role that lets the leader update it in the same
-        # moment as the Deployment (measured: 10 ms after it, before the Pods got SIGTERM), so the leader's
-        # release as it stops is refused (403). No live Pod holds it; a new install leads once it expires.
+        # The Lease is usually left to expire: Helm deletes the Role that lets the leader update it in the
+        # same moment as the Deployment (measured: 10 ms after it, before the Pods got SIGTERM), so the
+        # leader's release as it stops is refused (403). It is a race: in one run of four the release came
+        # first. Either way no live Pod holds it, and a new install leads once it is released or expired.
         lease = client.CoordinationV1Api(api).read_namespaced_lease(LEASE, NAMESPACE)
         assert lease.spec.holder_identity in {"", *replicas}, lease.spec.holder_identity
-        assert lease.spec.lease_duration_seconds == 15
         # A tenant namespace keeps its floor: the same objects, labels and token setting as before.
         after = {
             p.metadata.name: p.metadata.uid

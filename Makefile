@@ -100,12 +100,12 @@ test-faults: lint controlplane test-tools ## Every fault scenario at full size (
 	@BASELINE_FAULTS=all $(BIN)/pytest -rP tests/e2e/test_faults.py tests/e2e/test_api_faults.py tests/e2e/test_conflicts.py tests/e2e/test_high_availability.py
 
 $(VENV)/.installed-bench: $(VENV)/.installed
-	@echo "==> bench extras (matplotlib, from PyPI)"
+	@echo "==> bench extras (matplotlib, py-spy, from PyPI)"
 	@$(BIN)/pip install --quiet -e '.[dev,bench]'
 	@touch $@
 
 .PHONY: bench
-bench: controlplane $(VENV)/.installed-bench ## Benchmarks on a local control plane (~15 min; BENCH_ARGS=--quick: ~3 min) -> bench/results/
+bench: controlplane $(VENV)/.installed-bench ## Benchmarks on local control planes (~75 min with the scale series; BENCH_ARGS=--quick: ~6 min) -> bench/results/
 	@$(BIN)/python -m bench $(BENCH_ARGS)
 
 .PHONY: chart

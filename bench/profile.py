@@ -31,7 +31,9 @@ def py_spy() -> str:
     beside = Path(sys.executable).with_name("py-spy")
     found = str(beside) if beside.exists() else shutil.which("py-spy")
     if found is None:
-        raise BenchError("--profile needs py-spy: .venv/bin/pip install py-spy")
+        raise BenchError(
+            "--profile needs py-spy, which the bench extra installs: make bench, or pip install py-spy"
+        )
     return found
 
 

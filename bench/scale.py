@@ -261,10 +261,13 @@ class Calibrator:
             for namespace in self.bench.load
             for body in self.bench.workload.objects(namespace, uid)
         ]
+        cpu = self.bench.cpu()
         started = time.monotonic()
         answer = self._run("apply", requests, CLIENT_CPUS if pinned else None)
         done = _wait_all(self.bench, self.keys, present=True, what="every calibration object is seen")
         return {
+            # The server side's CPU too: what the client's writes cost it, next to the operator's run.
+            "cpu_seconds": self.bench.cpu_since(cpu),
             "client": f"Go net/http, {answer['protocol']}, {self.workers} workers, server-side apply",
             "pinned": pinned,
             "requests": len(requests),

@@ -474,7 +474,8 @@ def _cost(scenarios: Mapping[str, Any]) -> list[str]:
 # -- the chart -----------------------------------------------------------------------------------------
 
 
-def _chart(results: Mapping[str, Any], path: Path) -> bool:
+def _pyplot() -> Any:
+    """The pyplot module on matplotlib's file-only backend; None (said) without the `bench` extra."""
     try:
         import matplotlib as mpl  # noqa: PLC0415 - optional: the `bench` extra
 
@@ -482,27 +483,33 @@ def _chart(results: Mapping[str, Any], path: Path) -> bool:
         from matplotlib import pyplot as plt  # noqa: PLC0415
     except ImportError:
         logger.warning("matplotlib is not installed (pip install -e '.[bench]'): no chart")
+        return None
+    return plt
+
+
+def _save(plt: Any, figure: Any, title: str, path: Path) -> None:
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
+def _chart(results: Mapping[str, Any], path: Path) -> bool:
+    plt = _pyplot()
+    if plt is None:
         return False
     scenarios = results.get("scenarios", {})
     figure, (converge, latency, memory) = plt.subplots(1, 3, figsize=(16, 4.8))
     _convergence_panel(converge, scenarios)
     _latency_panel(latency, scenarios)
     _memory_panel(memory, scenarios)
-    figure.suptitle(f"baseline-operator benchmark {results.get('date')}")
-    figure.tight_layout()
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
+    _save(plt, figure, f"baseline-operator benchmark {results.get('date')}", path)
     return True
 
 
 def _scale_chart(results: Mapping[str, Any], path: Path) -> bool:
-    try:
-        import matplotlib as mpl  # noqa: PLC0415 - optional: the `bench` extra
-
-        mpl.use("Agg")
-        from matplotlib import pyplot as plt  # noqa: PLC0415
-    except ImportError:
-        logger.warning("matplotlib is not installed (pip install -e '.[bench]'): no chart")
+    plt = _pyplot()
+    if plt is None:
         return False
     points = sorted(
         ((int(size), point) for size, point in results["scale"].items() if "error" not in point),
@@ -541,10 +548,7 @@ def _scale_chart(results: Mapping[str, Any], path: Path) -> bool:
     restart.plot(sizes, [p["restart_pinned"]["ready_after_s"] for _, p in points], "o-")
     restart.axhline(30, color="red", linestyle="dashed")
     restart.set(title="Restart until the first pass is done", xlabel="namespaces", ylabel="seconds")
-    figure.suptitle(f"baseline-operator at scale {results.get('date')}")
-    figure.tight_layout()
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
+    _save(plt, figure, f"baseline-operator at scale {results.get('date')}", path)
     return True
 
 

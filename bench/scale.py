@@ -42,6 +42,7 @@ from bench.harness import (
     BenchError,
     child_setup,
     pin,
+    poll_interval,
 )
 from bench.scenarios import CALIBRATION_MANAGER, Bench, Settings
 from localcluster import LocalCluster
@@ -183,20 +184,21 @@ def _label(name: str, *, pinned: bool) -> str:
 def _pinned(bench: Bench, *, on: bool) -> Iterator[None]:
     """Server side (and this process) on CPU 0, the operator to start on CPU 1; or everything anywhere."""
     every = frozenset(range(os.cpu_count() or 1))
-    server = SERVER_CPUS if on else every
-    for process in bench.cluster.processes.values():
-        if process.popen is not None:
-            pin(process.popen.pid, server)
-    pin(os.getpid(), server)
+    _pin_server_side(bench, SERVER_CPUS if on else every)
     bench.operator_cpus = CLIENT_CPUS if on else None
     try:
         yield
     finally:
-        for process in bench.cluster.processes.values():
-            if process.popen is not None:
-                pin(process.popen.pid, every)
-        pin(os.getpid(), every)
+        _pin_server_side(bench, every)
         bench.operator_cpus = None
+
+
+def _pin_server_side(bench: Bench, cpus: frozenset[int]) -> None:
+    """The control plane's processes and this benchmark (its watches and polls) onto `cpus`."""
+    for process in bench.cluster.processes.values():
+        if process.popen is not None:
+            pin(process.popen.pid, cpus)
+    pin(os.getpid(), cpus)
 
 
 def _cold(bench: Bench) -> dict[str, Any]:
@@ -219,12 +221,8 @@ def _release(bench: Bench) -> dict[str, Any]:
 
 
 def _wait_all(bench: Bench, keys: list[Key], *, present: bool, what: str, timeout: float = 3600) -> float:
-    """Wait until every key arrived (or, `present=False`, none is left); returns when the last arrived.
-
-    Polled at most twice a second: walking 70 000 keys takes this process tens of milliseconds, which
-    in the pinned runs it takes from the API server's core.
-    """
-    interval = max(0.1, min(0.5, len(keys) / 100_000))
+    """Wait until every key arrived (or, `present=False`, none is left); returns when the last arrived."""
+    interval = poll_interval(len(keys))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         bench.audit.poll()  # reads the log as it grows: a rotation between two reads loses nothing

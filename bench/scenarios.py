@@ -37,6 +37,7 @@ from bench.harness import (
     OperatorProcess,
     Readiness,
     cpu_seconds,
+    poll_interval,
     wait_for,
 )
 from bench.profile import recording
@@ -160,11 +161,17 @@ class Bench:
         )
         namespaces = self.namespace_count()
         self.operator.start()
-        with contextlib.ExitStack() as stack:
-            if self.settings.profile and profile is not None:
-                output = self.state / f"profile-start-{namespaces}-{time.time():.0f}.txt"
-                stack.enter_context(recording(self.operator.pid, output, profile))
+        if profile is None:
             return self.operator.wait_ready(namespaces)
+        with self.profiling(f"start-{namespaces}", profile):
+            return self.operator.wait_ready(namespaces)
+
+    def profiling(self, what: str, found: dict[str, Any]) -> contextlib.AbstractContextManager[None]:
+        """With `--profile`, py-spy on the running operator while the block runs, summed up into `found`."""
+        if not self.settings.profile:
+            return contextlib.nullcontext()
+        output = self.state / f"profile-{what}-{time.time():.0f}.txt"
+        return recording(self.running.pid, output, found)
 
     def stop_operator(self) -> None:
         if self.operator is not None:
@@ -368,10 +375,7 @@ def cold_convergence(bench: Bench) -> dict[str, Any]:
     readiness = bench.start_operator()
     keys = bench.workload.all_keys(bench.load)
     profile: dict[str, Any] = {}
-    with contextlib.ExitStack() as stack:
-        if bench.settings.profile:
-            output = bench.state / f"profile-cold-{len(bench.load)}-{time.time():.0f}.txt"
-            stack.enter_context(recording(bench.running.pid, output, profile))
+    with bench.profiling(f"cold-{len(bench.load)}", profile):
         result = _converge(bench, keys)
     if profile:
         result["profile"] = profile
@@ -388,9 +392,7 @@ def _converge(bench: Bench, keys: list[Key]) -> dict[str, Any]:
     objects_at: float | None = None
     status_at: float | None = None
     deadline = started + 3600
-    # Walking every key takes this process time it shares with the API server: at most twice a second
-    # at scale. The objects' arrival times come from the watch; the status is seen within `interval`.
-    interval = max(0.1, min(0.5, len(keys) / 100_000))
+    interval = poll_interval(len(keys))  # the status is seen within `interval`
     while objects_at is None or status_at is None:
         if time.monotonic() > deadline:
             raise BenchError("the baseline did not converge within an hour")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
-import threading
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,6 @@ from baseline_operator import kube
 pytestmark = pytest.mark.timeout(10)
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
 Answer = tuple[int, str | None]
@@ -61,22 +59,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         del format, args
-
-
-@pytest.fixture
-def serve() -> Iterator[Any]:
-    servers: list[ScriptedServer] = []
-
-    def start(answers: list[Answer]) -> ScriptedServer:
-        server = ScriptedServer(answers)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 class Recorded:
@@ -131,7 +113,7 @@ def test_every_429_reaches_the_api_layer_the_http_client_retries_none_behind_its
 ) -> None:
     # urllib3's default would retry this GET itself after a real one-second sleep: a wait the API layer
     # neither caps nor counts, on one of its in-flight threads.
-    server = serve([(429, "1"), (200, None)])
+    server = serve(ScriptedServer([(429, "1"), (200, None)]))
     recorded = Recorded()
     assert get_from(server, recorded, tmp_path) is not None
     assert recorded.answers == [429, 200]
@@ -142,7 +124,7 @@ def test_every_429_reaches_the_api_layer_the_http_client_retries_none_behind_its
 def test_a_throttled_request_waits_as_long_as_the_server_asks_then_succeeds(
     serve: Any, tmp_path: Path
 ) -> None:
-    server = serve([(429, "3"), (429, None), (429, "120"), (200, None)])
+    server = serve(ScriptedServer([(429, "3"), (429, None), (429, "120"), (200, None)]))
     recorded = Recorded()
     assert get_from(server, recorded, tmp_path) is not None
     # Retry-After as given; 1 s when the server gives none; never more than 30 s.
@@ -154,7 +136,7 @@ def test_a_throttled_request_waits_as_long_as_the_server_asks_then_succeeds(
 def test_a_request_throttled_every_time_is_given_up_after_waiting_out_the_last_429(
     serve: Any, tmp_path: Path
 ) -> None:
-    server = serve([(429, "2")])
+    server = serve(ScriptedServer([(429, "2")]))
     recorded = Recorded()
     with pytest.raises(kube.UnavailableError) as gave_up:
         get_from(server, recorded, tmp_path)
@@ -203,16 +185,13 @@ class _PagedHandler(http.server.BaseHTTPRequestHandler):
         del format, args
 
 
-def test_a_list_is_read_in_pages_and_every_item_says_its_kind(tmp_path: Path) -> None:
-    server = PagedServer(total=1203)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+def test_a_list_is_read_in_pages_and_every_item_says_its_kind(serve: Any, tmp_path: Path) -> None:
+    server = serve(PagedServer(total=1203))
     api = api_for(server, Recorded(), tmp_path)
     try:
         listing = asyncio.run(api.list_objects(kube.LIMIT_RANGE, field_selector="metadata.name=x"))
     finally:
         api.close()
-        server.shutdown()
-        server.server_close()
     items = listing.items
     assert [item["metadata"]["name"] for item in items] == [f"lr-{index}" for index in range(1203)]
     assert {(item["kind"], item["apiVersion"]) for item in items} == {("LimitRange", "v1")}

@@ -14,7 +14,6 @@ from baseline_operator.transport import Endpoint, Transport
 from localcluster.pki import CertificateAuthority
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
 pytestmark = pytest.mark.timeout(20)
@@ -68,21 +67,6 @@ class _EchoHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         del format, args
-
-
-@pytest.fixture
-def serve() -> Iterator[Any]:
-    servers: list[EchoServer] = []
-
-    def start(server: EchoServer) -> EchoServer:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def _url(server: EchoServer, scheme: str = "http") -> str:

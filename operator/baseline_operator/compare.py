@@ -16,10 +16,11 @@ Labels and annotations of others, ownerReferences of others and fields we never 
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from decimal import Decimal  # noqa: TC003 - used at run time by the comparison
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from baseline_operator.quantity import parse_quantity
 
@@ -165,14 +166,14 @@ def owned_paths(managed_fields: Iterable[Mapping[str, Any]], manager: str) -> fr
         if entry.get("manager") == manager and entry.get("operation") == "Apply":
             # Every watch event of ours carries one of a handful of shapes (one per kind and baseline
             # spec): the C encoder names the shape faster than walking it again in Python.
-            found = _paths_of(json.dumps(entry.get("fieldsV1") or {}))
+            found = _paths_of(orjson.dumps(entry.get("fieldsV1") or {}))
             paths = found if not paths else paths | found
     return paths
 
 
 @functools.lru_cache(maxsize=1024)
-def _paths_of(fields_v1: str) -> frozenset[Path]:
-    return frozenset(_fields_v1_paths(json.loads(fields_v1), ()))
+def _paths_of(fields_v1: bytes) -> frozenset[Path]:
+    return frozenset(_fields_v1_paths(orjson.loads(fields_v1), ()))
 
 
 def _fields_v1_paths(fields: Mapping[str, Any], prefix: Path) -> Iterator[Path]:
@@ -197,7 +198,7 @@ def field_owners(
         manager = str(entry.get("manager", ""))
         if not wanted or manager == other_than or entry.get("subresource"):
             continue
-        found = _paths_of(json.dumps(entry.get("fieldsV1") or {})) & wanted
+        found = _paths_of(orjson.dumps(entry.get("fieldsV1") or {})) & wanted
         for path in found:
             owners[path] = manager
         wanted -= found

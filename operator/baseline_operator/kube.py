@@ -28,6 +28,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+import orjson
 import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
@@ -260,7 +261,7 @@ class _WatchStream:
                 if self._closed.is_set():
                     return
                 *lines, pending = (pending + chunk).split(b"\n")
-                events = [json.loads(line) for line in lines if line.strip()]
+                events = [orjson.loads(line) for line in lines if line.strip()]
                 if events:
                     self._call(self._batches.put_nowait, events)
         # Refused, reset, timed out, cut off mid-line: the watch ends and the caller starts another.
@@ -519,7 +520,7 @@ class KubeApi:
         self, method: str, path: str, query: list[tuple[str, str]], body: Any, content_type: str
     ) -> _Response:
         target = f"{path}?{urllib.parse.urlencode(query)}" if query else path
-        payload = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        payload = None if body is None else orjson.dumps(body)
         try:
             answer = self._transport.request(method, target, payload, content_type=content_type)
         except (OSError, http.client.HTTPException) as error:
@@ -589,7 +590,7 @@ def _seconds(header: str | None) -> float | None:
 def _decode(response: _Response) -> dict[str, Any]:
     if not response.body:
         return {}
-    decoded: dict[str, Any] = json.loads(response.body)
+    decoded: dict[str, Any] = orjson.loads(response.body)
     return decoded
 
 
@@ -597,7 +598,7 @@ def _raise_for(response: _Response) -> None:
     if response.status < http.HTTPStatus.BAD_REQUEST:
         return
     try:
-        status = json.loads(response.body)
+        status = orjson.loads(response.body)
     except ValueError:
         status = {}
     reason = str(status.get("reason") or http.HTTPStatus(response.status).phrase)

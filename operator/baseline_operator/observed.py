@@ -6,18 +6,21 @@ attribution need; `managedFields`, status and everything else of the raw body is
 most of an object's size.
 
 Memory is what bounds the operator at scale, so a managed object's body is kept as compact JSON and
-decoded when a reconcile reads it (a few per reconcile, microseconds each): 1.2 KB per object instead
-of 4.3 KB as nested frozen mappings, and nothing for the garbage collector to walk. The sets of fields
-we own are shared between objects, since objects built alike are owned alike.
+decoded when a reconcile reads it (a few per reconcile, microseconds each): nothing for the garbage
+collector to walk. Its identity (name, namespace, uid) is kept beside it, not in it, so objects built
+alike have equal documents, and equal documents, labels, sets of owned fields and writer lists are one
+shared copy: the same baseline's default deny in 10 000 namespaces is one document. At 10 000 namespaces
+x 7 objects that is 0.45 KB per record instead of 1.2 KB.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+import orjson
 
 from baseline_operator.builders.common import (
     BASELINE_LABEL,
@@ -34,7 +37,36 @@ from baseline_operator.takeover import PREVIOUS_VALUES_ANNOTATION, field_path, t
 _DROPPED_KEYS = frozenset({"status"})
 # What every apply names; owning only these means owning nothing of the object's content.
 _IDENTITY_PATHS = frozenset({("metadata", "name"), ("metadata", "namespace"), ("apiVersion",), ("kind",)})
-_DROPPED_METADATA = frozenset({"managedFields", "resourceVersion", "generation", "selfLink"})
+_DROPPED_METADATA = frozenset(
+    {"managedFields", "resourceVersion", "generation", "selfLink", "creationTimestamp"}
+)
+_IDENTITY = ("name", "namespace", "uid")
+"""Metadata kept in the record's own fields, not in its document (see the module docstring)."""
+
+_Value = TypeVar("_Value")
+
+
+class _Shared(Generic[_Value]):
+    """One copy of equal values: the first one seen is handed out for every equal one after it.
+
+    Bounded: when full the table starts afresh, so an unforeseen variety of values costs sharing, never
+    unbounded memory (the copies already handed out stay shared by their holders).
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._copies: dict[Any, _Value] = {}
+        self._limit = limit
+
+    def get(self, key: Any, make: Callable[[Any], _Value] | None = None) -> _Value:
+        """The copy kept for `key`; a new one (`make(key)`, or `key` itself) when there is none."""
+        found = self._copies.get(key)
+        if found is not None:
+            return found
+        if len(self._copies) >= self._limit:
+            self._copies.clear()
+        value: _Value = key if make is None else make(key)
+        self._copies[key] = value
+        return value
 
 
 def _frozen(value: Any) -> Any:
@@ -54,7 +86,7 @@ def thaw(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObservedObject:
     """A managed object (or the default ServiceAccount) as last seen by the watch."""
 
@@ -86,24 +118,34 @@ class ObservedObject:
         resource_version: str = "",
         field_owners: Mapping[Path, str] | None = None,
     ) -> ObservedObject:
-        labels = (body.get("metadata") or {}).get("labels") or {}
+        metadata = dict(body.get("metadata") or {})
+        identity = {"name": name, "namespace": namespace, "uid": uid}
+        for key in _IDENTITY:
+            if key in metadata and metadata[key] == identity[key]:
+                del metadata[key]
+        document = orjson.dumps({**body, "metadata": metadata})
         return cls(
             kind=kind,
             namespace=namespace,
             name=name,
             uid=uid,
-            document=json.dumps(body, separators=(",", ":")).encode(),
-            labels=MappingProxyType(dict(labels)),
-            owned=_shared(owned),
-            writers=writers,
+            document=_DOCUMENTS.get(document),
+            labels=_LABELS.get(tuple((metadata.get("labels") or {}).items()), _frozen_labels),
+            owned=_OWNED.get(owned),
+            writers=_WRITERS.get(writers),
             resource_version=resource_version,
             field_owners=MappingProxyType(dict(field_owners)) if field_owners else _NO_OWNERS,
         )
 
     @property
     def body(self) -> dict[str, Any]:
-        """A fresh, mutable copy of the kept body."""
-        decoded: dict[str, Any] = json.loads(self.document)
+        """A fresh, mutable copy of the kept body, its identity put back."""
+        decoded: dict[str, Any] = orjson.loads(self.document)
+        identity = {"name": self.name, "namespace": self.namespace, "uid": self.uid}
+        decoded["metadata"] = {
+            **{key: value for key, value in identity.items() if value},
+            **decoded.get("metadata", {}),
+        }
         return decoded
 
     @property
@@ -125,7 +167,7 @@ class ObservedObject:
         return self.labels.get(BASELINE_LABEL)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObservedNamespace:
     """A Namespace: its labels, whether it is going away, and which labels we own."""
 
@@ -225,35 +267,21 @@ def observe_object(body: Mapping[str, Any]) -> ObservedObject:
     )
 
 
-_SHARED_OWNED: dict[frozenset[Path], frozenset[Path]] = {}
-# Ownership comes in a handful of shapes (one per kind and baseline spec); stop sharing past this many
-# rather than grow without bound if something unforeseen makes each one different.
-_MAX_SHARED_OWNED = 4096
+# Ownership, labels and documents come in a handful of shapes (one per kind and baseline spec); writer
+# lists differ by the second of the write; annotation texts are mostly the same record.
+_OWNED: _Shared[frozenset[Path]] = _Shared()
+_WRITERS: _Shared[tuple[ManagerEntry, ...]] = _Shared()
+_DOCUMENTS: _Shared[bytes] = _Shared()
+_LABELS: _Shared[Mapping[str, str]] = _Shared()
+_TEXTS: _Shared[str] = _Shared()
 
 
-def _shared(owned: frozenset[Path]) -> frozenset[Path]:
-    """The one copy of an equal set of owned fields already held, if any."""
-    found = _SHARED_OWNED.get(owned)
-    if found is not None:
-        return found
-    if len(_SHARED_OWNED) < _MAX_SHARED_OWNED:
-        _SHARED_OWNED[owned] = owned
-    return owned
-
-
-_SHARED_TEXT: dict[str, str] = {}
+def _frozen_labels(items: tuple[tuple[str, str], ...]) -> Mapping[str, str]:
+    return MappingProxyType(dict(items))
 
 
 def _shared_text(text: str | None) -> str | None:
-    """One copy of equal annotation texts: most namespaces carry the same record."""
-    if text is None:
-        return None
-    found = _SHARED_TEXT.get(text)
-    if found is not None:
-        return found
-    if len(_SHARED_TEXT) < _MAX_SHARED_OWNED:
-        _SHARED_TEXT[text] = text
-    return text
+    return None if text is None else _TEXTS.get(text)
 
 
 def observe_namespace(body: Mapping[str, Any]) -> ObservedNamespace:
@@ -267,8 +295,8 @@ def observe_namespace(body: Mapping[str, Any]) -> ObservedNamespace:
         terminating=bool(metadata.get("deletionTimestamp"))
         or body.get("status", {}).get("phase") == "Terminating",
         created=metadata.get("creationTimestamp"),
-        owned=owned,
-        writers=managers(managed_fields),
+        owned=_OWNED.get(owned),
+        writers=_WRITERS.get(managers(managed_fields)),
         resource_version=str(metadata.get("resourceVersion", "")),
         previous_values=_shared_text((metadata.get("annotations") or {}).get(PREVIOUS_VALUES_ANNOTATION)),
         field_owners=_foreign_owners("Namespace", body, managed_fields, owned),

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from baseline_operator import kube
 from baseline_operator.builders.common import MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from baseline_operator.cache import WATCHED_KINDS, ClusterCache
+from baseline_operator.observed import _Shared, observe_object
 
 if TYPE_CHECKING:
     import pytest
@@ -179,3 +180,25 @@ def test_a_version_already_held_is_no_news_and_a_new_one_is() -> None:
     namespace = body(kube.NAMESPACE, "team", "ns")
     assert cache.observe(kube.NAMESPACE, namespace)
     assert not cache.observe(kube.NAMESPACE, namespace)
+
+
+def test_objects_built_alike_in_two_namespaces_share_one_document_and_keep_their_identity() -> None:
+    def stored(namespace: str, uid: str) -> dict[str, Any]:
+        return {
+            **body(kube.NETWORK_POLICY, "baseline-default-deny", uid, namespace, dict(OURS)),
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+        }
+
+    team_a, team_b = observe_object(stored("team-a", "uid-a")), observe_object(stored("team-b", "uid-b"))
+    assert team_a.document is team_b.document
+    assert team_a.labels is team_b.labels
+    assert team_a.body == stored("team-a", "uid-a")
+    assert team_b.body == stored("team-b", "uid-b")
+
+    table: _Shared[str] = _Shared(limit=2)
+    first = table.get("x" * 3)
+    assert table.get("".join(["x"] * 3)) is first
+    table.get("y")
+    table.get("z")  # full: the table starts afresh, equal values are still handed out
+    assert table.get("y") == "y"
+    assert table.get("x" * 3) == first

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import datetime as dt
 from typing import Any
 
@@ -138,6 +139,33 @@ def test_a_failed_status_write_is_kept_and_written_after_its_back_off_whatever_f
 
     run(scenario())
     assert api.statuses["org"]["compliantNamespaces"] == 1
+
+
+def test_a_costly_status_build_is_not_repeated_before_a_hundred_times_its_cost_has_passed() -> None:
+    class SlowBaselines(Baselines):
+        def namespace_names(self) -> list[str]:
+            time.sleep(0.02)  # a selection as slow as judging thousands of namespaces
+            return ["team-a"]
+
+    api = FakeApi()
+    writer = StatusWriter(
+        api,  # type: ignore[arg-type]
+        Engine(FakeApi(), POLICY).metrics,  # type: ignore[arg-type]
+        protected_namespaces=frozenset(),
+        recent_drift=lambda _: [],
+        now=lambda: dt.datetime(2026, 12, 1, tzinfo=dt.UTC),
+    )
+    org = baseline("org", {**FULL, "namespaceSelector": {"matchLabels": {"e2e": "x"}}})
+    view = SlowBaselines(org)
+    writer.record("org", "team-a", NamespaceResult(1, State.DRIFTED))
+    run(writer.write_due(view))
+    assert api.statuses["org"]["driftedNamespaces"] == 1
+    writer.record("org", "team-a", NamespaceResult(1, State.COMPLIANT))
+    run(writer.write_due(view))
+    assert api.statuses["org"]["driftedNamespaces"] == 1, "built again within 100 x 20 ms"
+    writer._not_before["org"] = 0.0  # the wait is over
+    run(writer.write_due(view))
+    assert api.statuses["org"]["compliantNamespaces"] == 1, "the change was kept and written after the wait"
 
 
 # -- the engine over a fake API -------------------------------------------------------------------------

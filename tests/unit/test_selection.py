@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from baseline_operator.selection import Selection, protected_namespaces, select_namespaces
+from types import MappingProxyType
+
+from baseline_operator.selection import Selection, SelectionMemo, protected_namespaces, select_namespaces
 from baseline_operator.spec import parse_spec
 
 PROTECTED = protected_namespaces("baseline-system")
@@ -44,3 +46,30 @@ def test_a_protected_namespace_its_author_excluded_is_not_reported() -> None:
 def test_a_selector_matching_nothing_selects_nothing() -> None:
     spec = parse_spec({"namespaceSelector": {"matchLabels": {"team": "nobody"}}})
     assert select_namespaces(spec, NAMESPACES, PROTECTED) == Selection()
+
+
+def test_the_memo_judges_a_namespace_again_only_when_its_labels_or_the_spec_change() -> None:
+    spec = parse_spec({"namespaceSelector": {"matchLabels": {"tier": "a"}}})
+    memo = SelectionMemo()
+    labels = MappingProxyType({"tier": "a"})
+    assert select_namespaces(spec, [("team-a", labels)], PROTECTED, memo) == Selection(("team-a",))
+    # The same labels object: the verdict is looked up (a verdict planted to prove it is not recomputed).
+    memo._verdicts["team-a"] = (labels, False)
+    assert select_namespaces(spec, [("team-a", labels)], PROTECTED, memo) == Selection()
+    # An equal spec parsed anew keeps the verdicts; new labels (a new record) are judged again.
+    assert (
+        select_namespaces(
+            parse_spec({"namespaceSelector": {"matchLabels": {"tier": "a"}}}),
+            [("team-a", labels)],
+            PROTECTED,
+            memo,
+        )
+        == Selection()
+    )
+    assert select_namespaces(spec, [("team-a", MappingProxyType({"tier": "a"}))], PROTECTED, memo) == (
+        Selection(("team-a",))
+    )
+    # Another spec forgets every verdict.
+    memo._verdicts["team-a"] = (labels, True)
+    other = parse_spec({"namespaceSelector": {"matchLabels": {"tier": "b"}}})
+    assert select_namespaces(other, [("team-a", labels)], PROTECTED, memo) == Selection()

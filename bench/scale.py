@@ -156,6 +156,12 @@ def _measure(bench: Bench, settings: ScaleSettings, size: int, client: Path) -> 
         point["memory_end"] = vars(bench.running.memory())
         point["selected_namespaces_end"] = len(bench.load)
     bench.stop_operator()
+    # The same burst with the API server on both cores: pinned, the burst asks for about what one core
+    # of API server serves, so its latencies are mostly the server's queue.
+    with _pinned(bench, on=False):
+        bench.start_operator(backstop=False)
+        point["burst_unpinned"] = scenarios.burst_creates(bench, prefix="bench-burst-unpinned")
+    bench.stop_operator()
     for pinned in (True, False):
         label = _label("", pinned=pinned).strip("_")
         cold, calibration = point[_label("cold", pinned=pinned)], point[_label("calibration", pinned=pinned)]

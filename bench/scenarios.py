@@ -599,10 +599,10 @@ def _idle_creates(bench: Bench) -> dict[str, Any]:
     return _create_figures(bench, names, created)
 
 
-def burst_creates(bench: Bench) -> dict[str, Any]:
+def burst_creates(bench: Bench, prefix: str = "bench-burst") -> dict[str, Any]:
     settings = bench.settings
     count = round(settings.burst_rate * settings.burst_seconds)
-    names = [f"bench-burst-{index:04d}" for index in range(count)]
+    names = [f"{prefix}-{index:04d}" for index in range(count)]
     started = time.monotonic()
 
     def create_on_time(index: int) -> float:

@@ -58,10 +58,10 @@ def selector_matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool
 
 
 def selects(spec: BaselineSpec, namespace: str, labels: Mapping[str, str], protected: frozenset[str]) -> bool:
-    return namespace not in protected and _wanted(spec, namespace, labels)
+    return namespace not in protected and asked_for(spec, namespace, labels)
 
 
-def _wanted(spec: BaselineSpec, namespace: str, labels: Mapping[str, str]) -> bool:
+def asked_for(spec: BaselineSpec, namespace: str, labels: Mapping[str, str]) -> bool:
     """What the baseline's own author asked for: the selector minus excludeNamespaces."""
     if any(fnmatch.fnmatchcase(namespace, pattern) for pattern in spec.exclude_namespaces):
         return False
@@ -87,7 +87,7 @@ def select_namespaces(
     memo: SelectionMemo | None = None,
 ) -> Selection:
     """Split `(name, labels)` pairs into the selected namespaces and the protected ones skipped."""
-    wanted = memo.wanted if memo is not None else _wanted
+    wanted = memo.wanted if memo is not None else asked_for
     selected: list[str] = []
     skipped: list[str] = []
     for name, labels in namespaces:
@@ -119,7 +119,7 @@ class SelectionMemo:
         known = self._verdicts.get(namespace)
         if known is not None and known[0] is labels:
             return known[1]
-        verdict = _wanted(spec, namespace, labels)
+        verdict = asked_for(spec, namespace, labels)
         self._verdicts[namespace] = (labels, verdict)
         return verdict
 

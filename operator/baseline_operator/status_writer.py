@@ -77,6 +77,7 @@ class StatusWriter:
         first_pass_patience: float = 60.0,
         retry_initial: float = 0.5,
         retry_max: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._api = api
         self._metrics = metrics
@@ -88,6 +89,7 @@ class StatusWriter:
         self._patience = first_pass_patience
         self._retry_initial = retry_initial
         self._retry_max = retry_max
+        self._clock = clock
         self._results: dict[str, dict[str, NamespaceResult]] = {}
         self._dirty: set[str] = set()
         self._backoff: dict[str, tuple[float, float]] = {}
@@ -147,19 +149,19 @@ class StatusWriter:
     async def run(
         self, view: BaselinesView, first_pass_done: Callable[[], bool], heartbeat: Heartbeat = NO_HEARTBEAT
     ) -> None:
-        started = time.monotonic()
+        started = self._clock()
         while True:
             await asyncio.sleep(self._interval)
             heartbeat.beat()
             if not self._dirty:
                 continue
-            if not first_pass_done() and time.monotonic() - started < self._patience:
+            if not first_pass_done() and self._clock() - started < self._patience:
                 continue
             await self.write_due(view)
 
     async def write_due(self, view: BaselinesView) -> None:
         """Write every dirty baseline's status that is not waiting out a back-off."""
-        now = time.monotonic()
+        now = self._clock()
         due = {
             name
             for name in self._dirty
@@ -177,7 +179,7 @@ class StatusWriter:
             except Exception as error:  # noqa: BLE001 - whatever failed, the status is written later
                 delay = self._backoff.get(name, (0.0, self._retry_initial))[1]
                 logger.warning("status of %s not written (%s); retrying in %.1f s", name, error, delay)
-                self._backoff[name] = (time.monotonic() + delay, min(delay * 2, self._retry_max))
+                self._backoff[name] = (self._clock() + delay, min(delay * 2, self._retry_max))
                 self._dirty.add(name)
             else:
                 self._backoff.pop(name, None)
@@ -211,9 +213,9 @@ class StatusWriter:
         return status_entries(baseline.spec.exemptions, self._now(), self._longest_exemption)
 
     async def _write(self, baseline: ObservedBaseline, view: BaselinesView) -> None:
-        started = time.monotonic()
+        started = self._clock()
         status = self.status_of(baseline, view)
-        finished = time.monotonic()
+        finished = self._clock()
         self._not_before[baseline.name] = finished + (finished - started) / STATUS_SHARE
         counts = {
             State.COMPLIANT: status["compliantNamespaces"],

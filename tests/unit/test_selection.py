@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
+from baseline_operator import selection
 from baseline_operator.selection import Selection, SelectionMemo, protected_namespaces, select_namespaces
 from baseline_operator.spec import parse_spec
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import pytest
+
+    from baseline_operator.spec import BaselineSpec
 
 PROTECTED = protected_namespaces("baseline-system")
 
@@ -48,28 +57,28 @@ def test_a_selector_matching_nothing_selects_nothing() -> None:
     assert select_namespaces(spec, NAMESPACES, PROTECTED) == Selection()
 
 
-def test_the_memo_judges_a_namespace_again_only_when_its_labels_or_the_spec_change() -> None:
+def test_the_memo_judges_a_namespace_again_only_when_its_labels_or_the_spec_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    judged: list[str] = []
+    judge = selection.asked_for
+
+    def counted(spec: BaselineSpec, namespace: str, labels: Mapping[str, str]) -> bool:
+        judged.append(namespace)
+        return judge(spec, namespace, labels)
+
+    monkeypatch.setattr(selection, "asked_for", counted)
     spec = parse_spec({"namespaceSelector": {"matchLabels": {"tier": "a"}}})
     memo = SelectionMemo()
     labels = MappingProxyType({"tier": "a"})
-    assert select_namespaces(spec, [("team-a", labels)], PROTECTED, memo) == Selection(("team-a",))
-    # The same labels object: the verdict is looked up (a verdict planted to prove it is not recomputed).
-    memo._verdicts["team-a"] = (labels, False)
-    assert select_namespaces(spec, [("team-a", labels)], PROTECTED, memo) == Selection()
-    # An equal spec parsed anew keeps the verdicts; new labels (a new record) are judged again.
-    assert (
-        select_namespaces(
-            parse_spec({"namespaceSelector": {"matchLabels": {"tier": "a"}}}),
-            [("team-a", labels)],
-            PROTECTED,
-            memo,
-        )
-        == Selection()
-    )
-    assert select_namespaces(spec, [("team-a", MappingProxyType({"tier": "a"}))], PROTECTED, memo) == (
-        Selection(("team-a",))
-    )
-    # Another spec forgets every verdict.
-    memo._verdicts["team-a"] = (labels, True)
+    for _ in range(2):
+        assert select_namespaces(spec, [("team-a", labels)], PROTECTED, memo) == Selection(("team-a",))
+    assert judged == ["team-a"], "the same labels object: the verdict is looked up"
+    same_again = parse_spec({"namespaceSelector": {"matchLabels": {"tier": "a"}}})
+    assert select_namespaces(same_again, [("team-a", labels)], PROTECTED, memo) == Selection(("team-a",))
+    assert judged == ["team-a"], "an equal spec parsed anew keeps the verdicts"
+    relabelled = MappingProxyType({"tier": "b"})
+    assert select_namespaces(spec, [("team-a", relabelled)], PROTECTED, memo) == Selection()
     other = parse_spec({"namespaceSelector": {"matchLabels": {"tier": "b"}}})
-    assert select_namespaces(other, [("team-a", labels)], PROTECTED, memo) == Selection()
+    assert select_namespaces(other, [("team-a", relabelled)], PROTECTED, memo) == Selection(("team-a",))
+    assert judged == ["team-a"] * 3, "new labels and another spec are judged again"

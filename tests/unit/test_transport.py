@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
+import socket
+import socketserver
 import ssl
 import threading
 from typing import TYPE_CHECKING, Any
@@ -51,9 +54,23 @@ class _EchoHandler(http.server.BaseHTTPRequestHandler):
         ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        if self.path.startswith("/chunked"):
+            # As the API server answers a large list: in chunks, a trailer field after the last.
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for part in (body[:7], body[7:]):
+                self.wfile.write(b"%x;ext=1\r\n%s\r\n" % (len(part), part))
+            self.wfile.write(b"0\r\nX-Trailer: yes\r\n\r\n")
+        elif self.path.startswith("/unsized"):
+            # No length: the body ends where the connection does.
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+            return
+        else:
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
         self.answered += 1
         if self.server.close_after and self.answered >= self.server.close_after:
             # Gone without a word, as an API server closing an idle keep-alive connection.
@@ -64,6 +81,10 @@ class _EchoHandler(http.server.BaseHTTPRequestHandler):
 
     def do_PATCH(self) -> None:
         self._echo()
+
+    def do_DELETE(self) -> None:
+        self.send_response(204)  # no body, and no length: nothing may be read after the headers
+        self.end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         del format, args
@@ -143,3 +164,74 @@ def test_tls_checks_the_server_against_the_ca_and_the_name_it_is_told(serve: Any
 def test_an_address_that_is_not_http_is_refused_naming_it() -> None:
     with pytest.raises(ValueError, match="ftp://x"):
         Transport(Endpoint("ftp://x", None, lambda: None))
+
+
+def test_chunked_unsized_and_empty_answers_are_read_whole_and_the_connection_kept_when_it_can_be(
+    serve: Any,
+) -> None:
+    server = serve(EchoServer())
+    transport = Transport(Endpoint(_url(server), None, lambda: None))
+    assert json.loads(transport.request("GET", "/chunked/a").body)["path"] == "/chunked/a"
+    assert transport.request("DELETE", "/gone").body == b""
+    assert json.loads(transport.request("PATCH", "/chunked/b", b"{}").body)["body"] == "{}"
+    assert server.connections == 1
+    assert json.loads(transport.request("GET", "/unsized").body)["path"] == "/unsized"
+    assert json.loads(transport.request("GET", "/api").body)["path"] == "/api"
+    transport.close()
+    assert server.connections == 2, "an answer without a length ends its connection"
+
+
+class ConnectProxy(socketserver.ThreadingTCPServer):
+    """An HTTP proxy that only tunnels (CONNECT), as HTTPS_PROXY is used; remembers what it was asked."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _TunnelHandler)
+        self.asked: list[str] = []
+
+
+class _TunnelHandler(socketserver.StreamRequestHandler):
+    server: ConnectProxy
+
+    def handle(self) -> None:
+        request = self.rfile.readline().decode()
+        while self.rfile.readline() not in {b"\r\n", b""}:
+            pass
+        self.server.asked.append(request.strip())
+        host, port = request.split()[1].rsplit(":", 1)
+        with socket.create_connection((host, int(port))) as upstream:
+            self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            threading.Thread(target=_pipe, args=(upstream, self.connection), daemon=True).start()
+            _pipe(self.connection, upstream)
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+        sink.shutdown(socket.SHUT_WR)
+
+
+def test_https_through_a_proxy_tunnel_checks_the_api_servers_certificate(serve: Any, tmp_path: Path) -> None:
+    ca = CertificateAuthority(tmp_path / "ca")
+    serving = ca.issue("server", common_name="api", server_hosts=("127.0.0.1",))
+    server = EchoServer()
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(serving.cert, serving.key)
+    server.socket = server_tls.wrap_socket(server.socket, server_side=True)
+    serve(server)
+    proxy = ConnectProxy()
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        tls = ssl.create_default_context(cafile=str(ca.files.cert))
+        proxy_url = f"http://127.0.0.1:{proxy.server_address[1]}"
+        transport = Transport(Endpoint(_url(server, "https"), tls, lambda: "Bearer t", proxy=proxy_url))
+        for _ in range(2):
+            answer = json.loads(transport.request("GET", "/api/v1").body)
+            assert answer["authorization"] == "Bearer t"
+        transport.close()
+        assert proxy.asked == [f"CONNECT 127.0.0.1:{server.server_address[1]} HTTP/1.1"]
+    finally:
+        proxy.shutdown()
+        proxy.server_close()

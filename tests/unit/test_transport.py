@@ -25,8 +25,9 @@ pytestmark = pytest.mark.timeout(20)
 class EchoServer(http.server.ThreadingHTTPServer):
     """Answers every request with what it saw: method, path, Authorization, body; counts connections."""
 
-    def __init__(self, *, close_after: int = 0) -> None:
-        super().__init__(("127.0.0.1", 0), _EchoHandler)
+    def __init__(self, *, close_after: int = 0, host: str = "127.0.0.1") -> None:
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        super().__init__((host, 0), _EchoHandler)
         self.connections = 0
         self.close_after = close_after
         """Close the connection after this many answers on it (0: keep it open)."""
@@ -49,6 +50,7 @@ class _EchoHandler(http.server.BaseHTTPRequestHandler):
                 "path": self.path,
                 "authorization": self.headers.get("Authorization"),
                 "contentType": self.headers.get("Content-Type"),
+                "host": self.headers.get("Host"),
                 "body": self.rfile.read(length).decode(),
             }
         ).encode()
@@ -109,6 +111,7 @@ def test_requests_reuse_one_connection_and_send_a_fresh_token_each_time(serve: A
         "path": "/api/v1/x?n=0",
         "authorization": "Bearer one",
         "contentType": "c/t",
+        "host": f"127.0.0.1:{server.server_address[1]}",
         "body": '{"a":1}',
     }
     assert server.connections == 1
@@ -235,3 +238,11 @@ def test_https_through_a_proxy_tunnel_checks_the_api_servers_certificate(serve: 
     finally:
         proxy.shutdown()
         proxy.server_close()
+
+
+def test_an_ipv6_api_server_is_named_in_brackets_in_the_host_header(serve: Any) -> None:
+    server = serve(EchoServer(host="::1"))
+    port = server.server_address[1]
+    transport = Transport(Endpoint(f"http://[::1]:{port}", None, lambda: None))
+    assert json.loads(transport.request("GET", "/api").body)["host"] == f"[::1]:{port}"
+    transport.close()

@@ -84,10 +84,9 @@ def select_namespaces(
     spec: BaselineSpec,
     namespaces: Iterable[tuple[str, Mapping[str, str]]],
     protected: frozenset[str],
-    memo: SelectionMemo | None = None,
+    wanted: Callable[[BaselineSpec, str, Mapping[str, str]], bool] = asked_for,
 ) -> Selection:
     """Split `(name, labels)` pairs into the selected namespaces and the protected ones skipped."""
-    wanted = memo.wanted if memo is not None else asked_for
     selected: list[str] = []
     skipped: list[str] = []
     for name, labels in namespaces:
@@ -97,34 +96,41 @@ def select_namespaces(
 
 
 class SelectionMemo:
-    """One baseline's verdict per namespace, kept while neither the spec nor the labels change.
+    """`select_namespaces` for one baseline, again and again, judging only what changed since last time.
 
     Namespace records are immutable and replaced when a namespace changes, so a verdict stays right while
     its labels mapping is the very same object (held here, so its identity cannot be reused). A status
     write judges every namespace: at 10 000 namespaces the selector and `excludeNamespaces` patterns
-    cost about 35 ms per write, looking verdicts up a tenth of that.
+    cost about 35 ms per write, looking verdicts up a tenth of that. Only the namespaces of the last
+    call are kept, so deleted ones leave with the next call.
     """
 
     def __init__(self) -> None:
         self._spec: BaselineSpec | None = None
         self._verdicts: dict[str, tuple[Mapping[str, str], bool]] = {}
 
-    def wanted(self, spec: BaselineSpec, namespace: str, labels: Mapping[str, str]) -> bool:
-        if spec is not self._spec:
-            # Every stored change of the baseline (its status writes too) parses the spec anew: equal
-            # specs select alike.
-            if spec != self._spec:
-                self._verdicts = {}
-            self._spec = spec
-        known = self._verdicts.get(namespace)
-        if known is not None and known[0] is labels:
-            return known[1]
-        verdict = asked_for(spec, namespace, labels)
-        self._verdicts[namespace] = (labels, verdict)
-        return verdict
+    def select(
+        self,
+        spec: BaselineSpec,
+        namespaces: Iterable[tuple[str, Mapping[str, str]]],
+        protected: frozenset[str],
+    ) -> Selection:
+        # Every stored change of the baseline (its status writes too) parses the spec anew: equal specs
+        # select alike.
+        previous = self._verdicts if spec is self._spec or spec == self._spec else {}
+        verdicts: dict[str, tuple[Mapping[str, str], bool]] = {}
 
-    def forget(self, namespace: str) -> None:
-        self._verdicts.pop(namespace, None)
+        def wanted(spec: BaselineSpec, namespace: str, labels: Mapping[str, str]) -> bool:
+            known = previous.get(namespace)
+            verdict = (
+                known[1] if known is not None and known[0] is labels else asked_for(spec, namespace, labels)
+            )
+            verdicts[namespace] = (labels, verdict)
+            return verdict
+
+        selection = select_namespaces(spec, namespaces, protected, wanted)
+        self._spec, self._verdicts = spec, verdicts
+        return selection
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from baseline_operator import failpoints, kube
 from baseline_operator.exemptions import DEFAULT_LONGEST, status_entries
 from baseline_operator.observed import thaw
 from baseline_operator.planner import NON_BLOCKING, Reason
-from baseline_operator.selection import Selection, SelectionMemo, select_namespaces
+from baseline_operator.selection import Selection, SelectionMemo
 from baseline_operator.spec import Mode
 from baseline_operator.status import (
     NamespaceResult,
@@ -118,8 +118,6 @@ class StatusWriter:
 
     def drop_namespace(self, namespace: str) -> list[str]:
         """The namespace is gone: the baselines that had a result there."""
-        for memo in self._selections.values():
-            memo.forget(namespace)
         return [baseline for baseline in list(self._results) if self.drop(baseline, namespace)]
 
     def previous(self, baseline: str, namespace: str) -> NamespaceResult | None:
@@ -188,11 +186,10 @@ class StatusWriter:
         selection = Selection()
         if baseline.spec is not None:
             live = (view.namespace(name) for name in view.namespace_names())
-            selection = select_namespaces(
+            selection = self._selections.setdefault(baseline.name, SelectionMemo()).select(
                 baseline.spec,
                 ((ns.name, ns.labels) for ns in live if ns is not None and not ns.terminating),
                 self._protected,
-                self._selections.setdefault(baseline.name, SelectionMemo()),
             )
         return build_status(
             generation=baseline.generation,

@@ -72,13 +72,17 @@ def test_the_memo_judges_a_namespace_again_only_when_its_labels_or_the_spec_chan
     memo = SelectionMemo()
     labels = MappingProxyType({"tier": "a"})
     for _ in range(2):
-        assert select_namespaces(spec, [("team-a", labels)], PROTECTED, memo) == Selection(("team-a",))
+        assert memo.select(spec, [("team-a", labels)], PROTECTED) == Selection(("team-a",))
     assert judged == ["team-a"], "the same labels object: the verdict is looked up"
     same_again = parse_spec({"namespaceSelector": {"matchLabels": {"tier": "a"}}})
-    assert select_namespaces(same_again, [("team-a", labels)], PROTECTED, memo) == Selection(("team-a",))
+    assert memo.select(same_again, [("team-a", labels)], PROTECTED) == Selection(("team-a",))
     assert judged == ["team-a"], "an equal spec parsed anew keeps the verdicts"
     relabelled = MappingProxyType({"tier": "b"})
-    assert select_namespaces(spec, [("team-a", relabelled)], PROTECTED, memo) == Selection()
+    assert memo.select(spec, [("team-a", relabelled)], PROTECTED) == Selection()
     other = parse_spec({"namespaceSelector": {"matchLabels": {"tier": "b"}}})
-    assert select_namespaces(other, [("team-a", relabelled)], PROTECTED, memo) == Selection(("team-a",))
+    assert memo.select(other, [("team-a", relabelled)], PROTECTED) == Selection(("team-a",))
     assert judged == ["team-a"] * 3, "new labels and another spec are judged again"
+    # A namespace gone from one call is forgotten: back with the same labels, it is judged anew.
+    assert memo.select(other, [], PROTECTED) == Selection()
+    assert memo.select(other, [("team-a", relabelled)], PROTECTED) == Selection(("team-a",))
+    assert judged == ["team-a"] * 4

@@ -16,7 +16,7 @@ from baseline_operator.fights import FightSettings
 from baseline_operator.observed import ObservedBaseline, ObservedNamespace, ObservedObject
 from baseline_operator.planner import Finding, Reason
 from baseline_operator.status import NamespaceResult, State
-from baseline_operator.status_writer import StatusWriter
+from baseline_operator.status_writer import MAX_STATUS_WAIT, StatusWriter
 from baseline_operator.work_queue import Priority, WorkQueue
 
 
@@ -115,17 +115,21 @@ class Baselines:
         return ["team-a"]
 
 
-def test_a_failed_status_write_is_kept_and_written_after_its_back_off_whatever_failed() -> None:
-    api = FakeApi()
-    api.fail_status = 2
-    writer = StatusWriter(
+def status_writer(api: FakeApi, **settings: Any) -> StatusWriter:
+    return StatusWriter(
         api,  # type: ignore[arg-type]
         Engine(FakeApi(), POLICY).metrics,  # type: ignore[arg-type]
         protected_namespaces=frozenset(),
         recent_drift=lambda _: [],
         now=lambda: dt.datetime(2026, 12, 1, tzinfo=dt.UTC),
-        retry_initial=0.01,
+        **settings,
     )
+
+
+def test_a_failed_status_write_is_kept_and_written_after_its_back_off_whatever_failed() -> None:
+    api = FakeApi()
+    api.fail_status = 2
+    writer = status_writer(api, retry_initial=0.01)
     org = baseline("org", {**FULL, "namespaceSelector": {"matchLabels": {"e2e": "x"}}})
     writer.record("org", "team-a", NamespaceResult(1, State.COMPLIANT))
 
@@ -144,19 +148,14 @@ def test_a_costly_status_build_is_not_repeated_before_a_hundred_times_its_cost_h
     clock = [1000.0]
 
     class SlowBaselines(Baselines):
+        cost = 0.02  # a selection as slow as judging thousands of namespaces
+
         def namespace_names(self) -> list[str]:
-            clock[0] += 0.02  # a selection as slow as judging thousands of namespaces
+            clock[0] += self.cost
             return ["team-a"]
 
     api = FakeApi()
-    writer = StatusWriter(
-        api,  # type: ignore[arg-type]
-        Engine(FakeApi(), POLICY).metrics,  # type: ignore[arg-type]
-        protected_namespaces=frozenset(),
-        recent_drift=lambda _: [],
-        now=lambda: dt.datetime(2026, 12, 1, tzinfo=dt.UTC),
-        clock=lambda: clock[0],
-    )
+    writer = status_writer(api, clock=lambda: clock[0], cpu_clock=lambda: clock[0])
     org = baseline("org", {**FULL, "namespaceSelector": {"matchLabels": {"e2e": "x"}}})
     view = SlowBaselines(org)
     writer.record("org", "team-a", NamespaceResult(1, State.DRIFTED))
@@ -170,6 +169,19 @@ def test_a_costly_status_build_is_not_repeated_before_a_hundred_times_its_cost_h
     clock[0] += 0.2
     run(writer.write_due(view))
     assert api.statuses["org"]["compliantNamespaces"] == 1, "the change was kept and written after the wait"
+    # However long a build took (1 s: 100 s at 1 %), a changed status waits at most MAX_STATUS_WAIT.
+    clock[0] += 3.0
+    view.cost = 1.0
+    writer.record("org", "team-a", NamespaceResult(1, State.DRIFTED))
+    run(writer.write_due(view))
+    assert api.statuses["org"]["driftedNamespaces"] == 1
+    writer.record("org", "team-a", NamespaceResult(1, State.COMPLIANT))
+    clock[0] += MAX_STATUS_WAIT - 0.1
+    run(writer.write_due(view))
+    assert api.statuses["org"]["driftedNamespaces"] == 1
+    clock[0] += 0.2
+    run(writer.write_due(view))
+    assert api.statuses["org"]["compliantNamespaces"] == 1
 
 
 # -- the engine over a fake API -------------------------------------------------------------------------

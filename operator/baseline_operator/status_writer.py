@@ -7,8 +7,8 @@ dirty and is tried again after a back-off of its own (0.5 s doubling to 60 s), w
 
 Building a status judges every namespace the baseline might select (about 10 ms of CPU at 10 000
 namespaces), and a roll-out changes results all the time. So after each build a baseline waits
-`1 / STATUS_SHARE` times the CPU time the build took (never more than `MAX_STATUS_WAIT`): status builds
-take at most about 1 % of the operator's time, a small baseline is still written every `interval`, one of
+`1 / STATUS_SHARE` times the CPU time the build took (never more than `MAX_STATUS_WAIT`): a baseline's
+status builds use at most about 1 % of a CPU, a small baseline is still written every `interval`, one of
 10 000 namespaces about once a second. CPU time, not elapsed time: in a roll-out the event loop shares
 the interpreter with the request threads, and a build's elapsed time counts their turns too.
 
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STATUS_SHARE = 0.01
-"""The share of the operator's time a baseline's status builds may take (see the module docstring)."""
+"""The share of a CPU a baseline's status builds may use (see the module docstring)."""
 MAX_STATUS_WAIT = 5.0
 """Seconds: the longest a changed status waits for its build's share."""
 

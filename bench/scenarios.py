@@ -369,10 +369,13 @@ def _undo_calibration(bench: Bench, keys: list[Key]) -> None:
 # -- 2. Cold convergence -------------------------------------------------------------------------------
 
 
-def cold_convergence(bench: Bench) -> dict[str, Any]:
-    """N namespaces exist and the operator is ready; one baseline is created: until all is compliant."""
+def cold_convergence(bench: Bench, *, backstop: bool = True) -> dict[str, Any]:
+    """N namespaces exist and the operator is ready; one baseline is created: until all is compliant.
+
+    `backstop` as in `Bench.start_operator`: False runs the operator at its default interval.
+    """
     watched = bench.watched_objects()
-    readiness = bench.start_operator()
+    readiness = bench.start_operator(backstop=backstop)
     keys = bench.workload.all_keys(bench.load)
     profile: dict[str, Any] = {}
     with bench.profiling(f"cold-{len(bench.load)}", profile):

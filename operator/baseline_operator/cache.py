@@ -35,7 +35,7 @@ from baseline_operator.observed import (
 from baseline_operator.pods import ObservedPod, observe_pod
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterator, Mapping
+    from collections.abc import AsyncIterator, Collection, Iterator, Mapping
 
 logger = logging.getLogger(__name__)
 
@@ -288,14 +288,16 @@ class ClusterCache:
         for kind in (*WATCHED_KINDS, *extra_kinds):
             while True:
                 try:
-                    listing = await _list(api, kind)
+                    # Observed page by page: a record is a fraction of the body it is made from.
+                    async for page in _pages(api, kind):
+                        for item in page.items:
+                            self.observe(kind, item)
+                        self.listed_versions[kind] = page.resource_version
                     break
                 except kube.ApiError as error:
+                    # Pages already observed stay: observing the same object again only replaces it.
                     logger.warning("listing %s to start with failed, retrying: %s", kind.plural, error)
                     await asyncio.sleep(_FILL_RETRY_SECONDS)
-            for item in listing.items:
-                self.observe(kind, item)
-            self.listed_versions[kind] = listing.resource_version
         logger.info(
             "cache filled: %d namespaces, %d baselines, %d managed candidates, %d other NetworkPolicies, "
             "%d Pods",
@@ -334,7 +336,8 @@ class ClusterCache:
         cached |= {uid for pods in self._pods.values() for uid in pods}
         listed: set[str] = set()
         for kind in (*stores, kube.POD):
-            listed.update(item["metadata"]["uid"] for item in (await _list(api, kind)).items)
+            async for page in _pages(api, kind):
+                listed.update(item["metadata"]["uid"] for item in page.items)
         gone = cached - listed
         for store in [*stores.values(), self._policies]:
             store.discard_uids(gone)
@@ -349,5 +352,5 @@ def field_selector(kind: kube.Kind) -> str | None:
     return f"metadata.name={DEFAULT_SERVICE_ACCOUNT}" if kind == kube.SERVICE_ACCOUNT else None
 
 
-async def _list(api: kube.KubeApi, kind: kube.Kind) -> kube.Listing:
-    return await api.list_objects(kind, field_selector=field_selector(kind))
+def _pages(api: kube.KubeApi, kind: kube.Kind) -> AsyncIterator[kube.Listing]:
+    return api.list_pages(kind, field_selector=field_selector(kind))

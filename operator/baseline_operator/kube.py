@@ -187,7 +187,7 @@ class _Response:
 
 @dataclass(frozen=True)
 class Listing:
-    """Every object of one kind, and the resource version a watch starts from to miss no change after it."""
+    """Objects of one kind (all or one page), and the resource version a watch starts from to miss nothing."""
 
     items: list[dict[str, Any]]
     resource_version: str
@@ -375,29 +375,46 @@ class KubeApi:
     async def list_objects(
         self, kind: Kind, *, label_selector: str | None = None, field_selector: str | None = None
     ) -> Listing:
-        """Every object of `kind`, listed in pages; items carry kind and apiVersion, as watched ones do."""
+        """Every object of `kind` at once (few objects only: see `list_pages` for the many)."""
+        items: list[dict[str, Any]] = []
+        resource_version = ""
+        async for page in self.list_pages(kind, label_selector=label_selector, field_selector=field_selector):
+            items.extend(page.items)
+            resource_version = page.resource_version
+        return Listing(items, resource_version)
+
+    async def list_pages(
+        self, kind: Kind, *, label_selector: str | None = None, field_selector: str | None = None
+    ) -> AsyncIterator[Listing]:
+        """Every object of `kind`, a page at a time; items carry kind and apiVersion, as watched ones do.
+
+        A caller that is done with a page before asking for the next one holds one page of decoded
+        bodies at most: 500, not the 70 000 of a cluster with 10 000 namespaces, whose decoded bodies
+        (managedFields and all) once raised the operator's resident memory by a third for good. Each
+        page says the resource version of the whole list, which is the first page's snapshot.
+        """
         query = [("limit", str(_LIST_PAGE_SIZE))]
         if label_selector:
             query.append(("labelSelector", label_selector))
         if field_selector:
             query.append(("fieldSelector", field_selector))
-        items: list[dict[str, Any]] = []
         page_token = ""
         resource_version = ""
         while True:
             page = await self._json(
                 "GET", kind.path(), query=[*query, ("continue", page_token)] if page_token else query
             )
-            for item in page.get("items") or []:
+            items: list[dict[str, Any]] = page.get("items") or []
+            for item in items:
                 item.setdefault("kind", kind.kind)
                 item.setdefault("apiVersion", kind.api_version)
-                items.append(item)
             metadata = page.get("metadata") or {}
-            # Every page is read from the snapshot of the first one.
             resource_version = resource_version or str(metadata.get("resourceVersion") or "")
             page_token = metadata.get("continue") or ""
+            del page
+            yield Listing(items, resource_version)
             if not page_token:
-                return Listing(items, resource_version)
+                return
 
     async def watch(
         self,

@@ -10,6 +10,7 @@ differs from the stored one.
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -84,9 +85,9 @@ class NamespaceResult:
     state: State
     problems: tuple[ProblemEntry, ...] = ()
     fights: tuple[str, ...] = ()
+    """Objects fought over with another writer, e.g. `NetworkPolicy team-a/x with argocd-controller`."""
     workload_violations: tuple[tuple[str, int], ...] = ()
     """(rule, workloads breaking it), all of them, for the gauge."""
-    """Objects fought over with another writer, e.g. `NetworkPolicy team-a/x with argocd-controller`."""
 
 
 def build_status(
@@ -114,7 +115,8 @@ def build_status(
         if name in results and results[name].generation == generation
     }
     pending = len(matched_names) - len(current)
-    counts = {state: sum(1 for result in current.values() if result.state is state) for state in State}
+    tally = Counter(result.state for result in current.values())
+    counts = {state: tally[state] for state in State}
     problems = [problem for name in sorted(current) for problem in current[name].problems]
     # What stops a baseline first: findings (running workloads, a namespace's own policies) must not
     # crowd a failure out of the bounded list.

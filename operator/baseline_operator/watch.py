@@ -114,10 +114,12 @@ class KindWatch:
             self._deliver(event_type, body)
 
     async def _relist(self) -> None:
-        listing = await self.api.list_objects(self.kind, field_selector=self.field_selector)
-        for item in listing.items:
-            self._deliver("ADDED", item)
-        self.resource_version = listing.resource_version
+        version = ""
+        async for page in self.api.list_pages(self.kind, field_selector=self.field_selector):
+            for item in page.items:
+                self._deliver("ADDED", item)
+            version = page.resource_version
+        self.resource_version = version
         self.on_relisted()
 
     def _deliver(self, event_type: str, body: Mapping[str, Any]) -> None:

@@ -11,6 +11,8 @@ from baseline_operator.cache import WATCHED_KINDS, ClusterCache
 from baseline_operator.observed import _Shared, observe_object
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     import pytest
 
 OURS = {MANAGED_BY_LABEL: MANAGED_BY_VALUE}
@@ -28,17 +30,27 @@ def body(
 class Lists:
     """An API that lists fixed bodies per kind, failing the first `failures` calls; keeps the selectors."""
 
-    def __init__(self, bodies: dict[kube.Kind, list[dict[str, Any]]], failures: int = 0) -> None:
+    def __init__(
+        self, bodies: dict[kube.Kind, list[dict[str, Any]]], failures: int = 0, failing_page: int = 0
+    ) -> None:
         self.bodies = bodies
         self.failures = failures
+        self.failing_page = failing_page
         self.selectors: dict[str, str | None] = {}
+        self.pages = 0
 
-    async def list_objects(self, kind: kube.Kind, *, field_selector: str | None = None) -> kube.Listing:
-        if self.failures:
-            self.failures -= 1
-            raise kube.UnavailableError(503, "ServiceUnavailable", "starting")
+    async def list_pages(
+        self, kind: kube.Kind, *, field_selector: str | None = None
+    ) -> AsyncIterator[kube.Listing]:
+        """Pages of two bodies; the first `failures` lists fail instead of sending page `failing_page`."""
         self.selectors[kind.kind] = field_selector
-        return kube.Listing(self.bodies.get(kind, []), f"{kind.plural}-listed")
+        bodies = self.bodies.get(kind, [])
+        for page, start in enumerate(range(0, max(len(bodies), 1), 2)):
+            if page == self.failing_page and self.failures:
+                self.failures -= 1
+                raise kube.UnavailableError(503, "ServiceUnavailable", "starting")
+            self.pages += 1
+            yield kube.Listing(bodies[start : start + 2], f"{kind.plural}-listed")
 
 
 def names(cache: ClusterCache, namespace: str) -> set[str]:
@@ -145,6 +157,17 @@ def test_fill_lists_every_kind_and_waits_out_an_api_that_is_not_there_yet(
     assert api.selectors["NetworkPolicy"] is None
 
 
+def test_fill_reads_a_kind_page_by_page_and_a_list_broken_off_midway_is_read_again() -> None:
+    namespaces = [body(kube.NAMESPACE, f"team-{index}", f"ns-{index}") for index in range(5)]
+    api = Lists({kube.NAMESPACE: namespaces}, failures=1, failing_page=2)
+    cache = ClusterCache()
+    asyncio.run(cache.fill(api))  # type: ignore[arg-type]
+    assert cache.namespace_names() == [f"team-{index}" for index in range(5)]
+    assert cache.listed_versions[kube.NAMESPACE] == "namespaces-listed"
+    # Namespaces: 2 pages, broken off, then 3; every other kind: one empty page.
+    assert api.pages == 2 + 3 + len(WATCHED_KINDS) - 1
+
+
 def test_a_resync_drops_the_cached_objects_missing_from_the_lists_and_nothing_else() -> None:
     cache = ClusterCache()
     cache.observe(kube.NAMESPACE, body(kube.NAMESPACE, "team", "ns"))
@@ -158,6 +181,7 @@ def test_a_resync_drops_the_cached_objects_missing_from_the_lists_and_nothing_el
             kube.NETWORK_POLICY: [
                 body(kube.NETWORK_POLICY, "kept", "np-1", "team", OURS),
                 body(kube.NETWORK_POLICY, "new", "np-3", "team", OURS),
+                body(kube.NETWORK_POLICY, "newer", "np-4", "team", OURS),  # on a second page
             ],
         }
     )

@@ -16,7 +16,7 @@ from baseline_operator.fights import FightSettings
 from baseline_operator.observed import ObservedBaseline, ObservedNamespace, ObservedObject
 from baseline_operator.planner import Finding, Reason
 from baseline_operator.status import NamespaceResult, State
-from baseline_operator.status_writer import MAX_STATUS_WAIT, StatusWriter
+from baseline_operator.status_writer import MAX_STATUS_WAIT, STATUS_SHARE, StatusWriter
 from baseline_operator.work_queue import Priority, WorkQueue
 
 
@@ -129,7 +129,8 @@ def status_writer(api: FakeApi, **settings: Any) -> StatusWriter:
 def test_a_failed_status_write_is_kept_and_written_after_its_back_off_whatever_failed() -> None:
     api = FakeApi()
     api.fail_status = 2
-    writer = status_writer(api, retry_initial=0.01)
+    # Builds that cost no CPU time: only the back-off makes a write wait.
+    writer = status_writer(api, retry_initial=0.01, cpu_clock=lambda: 0.0)
     org = baseline("org", {**FULL, "namespaceSelector": {"matchLabels": {"e2e": "x"}}})
     writer.record("org", "team-a", NamespaceResult(1, State.COMPLIANT))
 
@@ -144,11 +145,11 @@ def test_a_failed_status_write_is_kept_and_written_after_its_back_off_whatever_f
     assert api.statuses["org"]["compliantNamespaces"] == 1
 
 
-def test_a_costly_status_build_is_not_repeated_before_a_hundred_times_its_cost_has_passed() -> None:
+def test_a_costly_status_build_is_not_repeated_before_its_cost_over_the_share_has_passed() -> None:
     clock = [1000.0]
 
     class SlowBaselines(Baselines):
-        cost = 0.02  # a selection as slow as judging thousands of namespaces
+        cost = 0.006  # a selection as slow as judging thousands of namespaces
 
         def namespace_names(self) -> list[str]:
             clock[0] += self.cost
@@ -163,13 +164,15 @@ def test_a_costly_status_build_is_not_repeated_before_a_hundred_times_its_cost_h
     assert api.statuses["org"]["driftedNamespaces"] == 1
     writer.record("org", "team-a", NamespaceResult(1, State.COMPLIANT))
     run(writer.write_due(view))
-    clock[0] += 1.9
+    wait = SlowBaselines.cost / STATUS_SHARE
+    assert 1.0 < wait < MAX_STATUS_WAIT
+    clock[0] += wait - 0.1
     run(writer.write_due(view))
-    assert api.statuses["org"]["driftedNamespaces"] == 1, "built again within 100 x 20 ms"
+    assert api.statuses["org"]["driftedNamespaces"] == 1, "built again before its share allowed"
     clock[0] += 0.2
     run(writer.write_due(view))
     assert api.statuses["org"]["compliantNamespaces"] == 1, "the change was kept and written after the wait"
-    # However long a build took (1 s: 100 s at 1 %), a changed status waits at most MAX_STATUS_WAIT.
+    # However long a build took, a changed status waits at most MAX_STATUS_WAIT.
     clock[0] += 3.0
     view.cost = 1.0
     writer.record("org", "team-a", NamespaceResult(1, State.DRIFTED))

@@ -57,6 +57,7 @@ WATCHED_KINDS = (
 _FILL_RETRY_SECONDS = 2.0
 
 Record = TypeVar("Record", ObservedNamespace, ObservedBaseline, ObservedObject, ObservedPolicy)
+_Built = TypeVar("_Built", ObservedNamespace, ObservedObject)
 
 
 def is_candidate(name: str, labels: Mapping[str, str]) -> bool:
@@ -193,12 +194,18 @@ class ClusterCache:
 
     # --- Kept current by the watches ---
 
-    def observe(self, kind: kube.Kind, body: Mapping[str, Any]) -> bool:
+    def observe(
+        self,
+        kind: kube.Kind,
+        body: Mapping[str, Any],
+        built: ObservedObject | ObservedNamespace | None = None,
+    ) -> bool:
         """Record an object as it now is (added, modified or listed); whether the view changed.
 
         It did not when the cache already held this very version (a watch's list repeating the one that
         filled the cache), nor for objects of a managed kind that cannot be ours, which are not kept; one
-        relabelled away from us is dropped as if deleted.
+        relabelled away from us is dropped as if deleted. `built` is the record of this very version when
+        one was made already (from the API's answer to our write of it): kept instead of building it again.
         """
         metadata = body.get("metadata") or {}
         name, namespace, uid = (
@@ -207,7 +214,7 @@ class ClusterCache:
             metadata.get("uid", ""),
         )
         if kind == kube.NAMESPACE:
-            return self._namespaces.put(name, observe_namespace(body))
+            return self._namespaces.put(name, _built(built, ObservedNamespace) or observe_namespace(body))
         if kind == kube.SECURITY_BASELINE:
             return self._baselines.put(name, observe_baseline(body))
         if kind == kube.CLUSTER_ROLE:
@@ -215,7 +222,9 @@ class ClusterCache:
             self._roles[name] = uid
             return not known
         if kind == kube.SERVICE_ACCOUNT:
-            return name == DEFAULT_SERVICE_ACCOUNT and self._accounts.put(namespace, observe_object(body))
+            return name == DEFAULT_SERVICE_ACCOUNT and self._accounts.put(
+                namespace, _built(built, ObservedObject) or observe_object(body)
+            )
         if kind == kube.POD:
             # News only when what the rules read changed: a Pod's status updates are not.
             pod = observe_pod(body)
@@ -223,24 +232,28 @@ class ClusterCache:
             kept = pods.get(uid)
             pods[uid] = pod
             return kept != pod
-        return self._observe_candidate(kind, namespace, uid, body)
+        return self._observe_candidate(kind, namespace, uid, body, _built(built, ObservedObject))
 
-    def _observe_candidate(self, kind: kube.Kind, namespace: str, uid: str, body: Mapping[str, Any]) -> bool:
+    def _observe_candidate(
+        self, kind: kube.Kind, namespace: str, uid: str, body: Mapping[str, Any], built: ObservedObject | None
+    ) -> bool:
         """An object of a kind the operator writes: a candidate of ours, or a NetworkPolicy of others."""
         metadata = body.get("metadata") or {}
         name = metadata.get("name", "")
         if kind in self._cluster:
             if is_candidate(name, metadata.get("labels") or {}):
-                return self._cluster[kind].put(name, observe_object(body))
+                return self._cluster[kind].put(name, built or observe_object(body))
             return self._cluster[kind].discard(name, uid)
-        return self._observe_namespaced(kind, namespace, uid, body)
+        return self._observe_namespaced(kind, namespace, uid, body, built)
 
-    def _observe_namespaced(self, kind: kube.Kind, namespace: str, uid: str, body: Mapping[str, Any]) -> bool:
+    def _observe_namespaced(
+        self, kind: kube.Kind, namespace: str, uid: str, body: Mapping[str, Any], built: ObservedObject | None
+    ) -> bool:
         """An object of a managed kind: a candidate of ours, or (a NetworkPolicy) someone else's."""
         metadata = body.get("metadata") or {}
         if is_candidate(metadata.get("name", ""), metadata.get("labels") or {}):
             left_users = kind == kube.NETWORK_POLICY and self._policies.discard(namespace, uid)
-            return self._objects[kind].put(namespace, observe_object(body)) or left_users
+            return self._objects[kind].put(namespace, built or observe_object(body)) or left_users
         left_ours = self._objects[kind].discard(namespace, uid)
         if kind == kube.NETWORK_POLICY:
             return self._policies.put(namespace, observe_policy(body)) or left_ours
@@ -345,6 +358,10 @@ class ClusterCache:
             for uid in gone & pods.keys():
                 self._forget_pod(namespace, uid)
         return gone
+
+
+def _built(record: object, kind: type[_Built]) -> _Built | None:
+    return record if isinstance(record, kind) else None
 
 
 def field_selector(kind: kube.Kind) -> str | None:

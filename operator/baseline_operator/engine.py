@@ -138,6 +138,12 @@ class Engine:
         """Reconcile this namespace soon (once, however many events arrive meanwhile)."""
         self.queue.enqueue(namespace, priority)
 
+    def own_write(
+        self, key: tuple[str, str, str], uid: str, resource_version: str
+    ) -> ObservedObject | ObservedNamespace | None:
+        """Our write of `key` at this version, as observed from the API's answer (see RecentWrites)."""
+        return self._recent.written(key, uid, resource_version)
+
     def heard(self, key: tuple[str, str, str], uid: str, resource_version: str) -> None:
         """A watch event about one object of a namespace: reconcile it, unless it is our own write's echo."""
         if not self._recent.echo(key, uid, resource_version):

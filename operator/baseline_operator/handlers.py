@@ -53,6 +53,7 @@ from baseline_operator.work_queue import Priority
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
+    from baseline_operator.observed import ObservedNamespace, ObservedObject
     from baseline_operator.planner import Policy
 
 logger = logging.getLogger(__name__)
@@ -289,11 +290,17 @@ def _record(event: kopf.RawEvent, kind: kube.Kind, memo: OperatorContext) -> boo
     return _cached(kind, memo, str(event.get("type") or ""), event["object"])
 
 
-def _cached(kind: kube.Kind, memo: OperatorContext, event_type: str, body: Mapping[str, Any]) -> bool:
+def _cached(
+    kind: kube.Kind,
+    memo: OperatorContext,
+    event_type: str,
+    body: Mapping[str, Any],
+    built: ObservedObject | ObservedNamespace | None = None,
+) -> bool:
     """Bring the cache up to date with one event; whether that changed the operator's view (see cache.py)."""
     if event_type == "DELETED":
         return memo.cache.forget(kind, body)
-    return memo.cache.observe(kind, body)
+    return memo.cache.observe(kind, body, built)
 
 
 def _baseline_event(
@@ -391,11 +398,14 @@ def _watched_event(kind: kube.Kind, memo: OperatorContext, event_type: str, body
     """An event from watch.py: into the cache and, when it is news, to the engine for its namespace."""
     metadata = body.get("metadata") or {}
     namespace, name = str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
-    news = _cached(kind, memo, event_type, body)
+    # Most events of a roll-out are our own writes coming back: their record is built already.
+    key, version = (kind.kind, namespace, name), str(metadata.get("resourceVersion", ""))
+    own = memo.engine.own_write(key, str(metadata.get("uid", "")), version) if memo.engine else None
+    news = _cached(kind, memo, event_type, body, own)
     if news and kind == kube.NAMESPACE and memo.cluster_objects is not None:
         memo.cluster_objects.namespace_changed()
     if news and memo.engine is not None and (namespace or kind == kube.NAMESPACE):
-        _heard(event_type, body, (kind.kind, namespace, name), memo.engine)
+        _heard(event_type, body, key, memo.engine)
 
 
 def _heard(event_type: str, body: Mapping[str, Any], key: tuple[str, str, str], engine: Engine) -> None:

@@ -72,6 +72,18 @@ class RecentWrites:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def written(self, key: Key, uid: str, resource_version: str) -> ObservedObject | ObservedNamespace | None:
+        """Our last write of `key` when it is this very version: what a watch event of it would record.
+
+        An object's version never changes content, so the cache can keep this record instead of
+        building the same one again from the event (managedFields and all), once for every object written.
+        """
+        entry = self._entries.get(key)
+        if entry is None or entry.written is None:
+            return None
+        written = entry.written
+        return written if written.uid == uid and written.resource_version == resource_version else None
+
     def echo(self, key: Key, uid: str, resource_version: str) -> bool:
         """Is this watch event our own last write coming back, and nothing newer? Then forget the write.
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from baseline_operator import kube
 from baseline_operator.builders.common import MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from baseline_operator.cache import WATCHED_KINDS, ClusterCache
-from baseline_operator.observed import _Shared, observe_object
+from baseline_operator.observed import _Shared, observe_namespace, observe_object
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -226,3 +226,21 @@ def test_objects_built_alike_in_two_namespaces_share_one_document_and_keep_their
     table.get("z")  # full: the table starts afresh, equal values are still handed out
     assert table.get("y") == "y"
     assert table.get("x" * 3) == first
+
+
+def test_a_record_built_from_our_write_is_kept_as_is_and_routed_like_the_event() -> None:
+    cache = ClusterCache()
+    event = body(kube.NETWORK_POLICY, "deny", "1", "team", OURS)
+    event["metadata"]["resourceVersion"] = "7"
+    built = observe_object(event)
+    assert cache.observe(kube.NETWORK_POLICY, event, built)
+    assert next(iter(cache.objects("team"))) is built
+    assert not cache.observe(kube.NETWORK_POLICY, event, built)  # the same version again: no news
+    namespace = body(kube.NAMESPACE, "team", "ns")
+    namespace_record = observe_namespace(namespace)
+    assert cache.observe(kube.NAMESPACE, namespace, namespace_record)
+    assert cache.namespace("team") is namespace_record
+    # A ServiceAccount other than the default one is not kept, whatever was built.
+    account = body(kube.SERVICE_ACCOUNT, "builder", "sa", "team")
+    assert not cache.observe(kube.SERVICE_ACCOUNT, account, observe_object(account))
+    assert cache.default_service_account("team") is None

@@ -65,3 +65,16 @@ def test_only_the_exact_echo_of_our_last_write_is_an_echo_and_it_is_heard_once()
     assert len(recent) == 0
     recent.deleted(key, "u1")
     assert not recent.echo(key, "u1", "5")  # a deletion's echo is a DELETED event, never an update
+
+
+def test_the_record_of_our_write_is_handed_out_only_for_its_very_version() -> None:
+    recent = RecentWrites()
+    key = ("ResourceQuota", "a", "baseline-quota")
+    written = quota("5")
+    recent.wrote(key, written)
+    assert recent.written(key, "u1", "5") is written
+    assert recent.written(key, "u1", "6") is None  # a later change: someone else's, to be observed
+    assert recent.written(key, "u2", "5") is None  # another object of the same name
+    assert recent.written(("ResourceQuota", "b", "baseline-quota"), "u1", "5") is None
+    recent.deleted(key, "u1")
+    assert recent.written(key, "u1", "5") is None

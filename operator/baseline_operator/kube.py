@@ -15,7 +15,6 @@ generated model classes, which are slow to build and heavy in memory.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import copy
 import http
@@ -34,6 +33,7 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
 from baseline_operator.identity import FIELD_MANAGER
+from baseline_operator.request_threads import RequestThreads
 from baseline_operator.transport import Endpoint, Transport
 
 if TYPE_CHECKING:
@@ -285,9 +285,7 @@ class KubeApi:
     ) -> None:
         self._api = api_client
         self._transport = Transport(endpoint_of(api_client.configuration))
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max_in_flight, thread_name_prefix="kube-api"
-        )
+        self._threads = RequestThreads(max_in_flight, "kube-api")
         self._observe = observe
         self._sleep = sleep
         self.max_in_flight = max_in_flight
@@ -303,7 +301,7 @@ class KubeApi:
         return cls(k8s_client.ApiClient(configuration), max_in_flight=max_in_flight, observe=observe)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._threads.close()
         self._transport.close()
         with contextlib.suppress(Exception):
             self._api.close()
@@ -514,12 +512,9 @@ class KubeApi:
         body: Any = None,
         content_type: str = "application/json",
     ) -> _Response:
-        loop = asyncio.get_running_loop()
         for _attempt in range(_MAX_THROTTLED_RETRIES):
             started = time.monotonic()
-            response = await loop.run_in_executor(
-                self._pool, self._send, method, path, query or [], body, content_type
-            )
+            response = await self._threads.run(self._send, method, path, query or [], body, content_type)
             self._observe(method, response.status, time.monotonic() - started)
             if response.status != http.HTTPStatus.TOO_MANY_REQUESTS:
                 return response

@@ -11,6 +11,7 @@ Pure: the planner calls it with the observed policies and the baseline's metadat
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -40,15 +41,24 @@ class MetadataOpening:
 
 def metadata_openings(policies: Iterable[ObservedPolicy], cidrs: Iterable[str]) -> list[MetadataOpening]:
     """Each policy some egress rule of which allows a metadata CIDR, by policy name."""
-    networks = [ipaddress.ip_network(cidr) for cidr in cidrs]
+    ordered = sorted(policies, key=lambda policy: policy.name)
+    if not ordered:  # most namespaces: asked on every reconcile, nothing to parse
+        return []
+    networks = _networks(tuple(cidrs))
     found: list[MetadataOpening] = []
-    for policy in sorted(policies, key=lambda policy: policy.name):
+    for policy in ordered:
         reached = [(network, _reached(policy, network)) for network in networks]
         opened = [str(network) for network, how in reached if how is not None]
         if opened:
             everywhere = any(how == "everywhere" for _, how in reached)
             found.append(MetadataOpening(policy.name, tuple(opened), everywhere=everywhere))
     return found
+
+
+@functools.lru_cache(maxsize=64)
+def _networks(cidrs: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """The baseline's metadata CIDRs, parsed once per set (they are a baseline's, not a namespace's)."""
+    return tuple(ipaddress.ip_network(cidr) for cidr in cidrs)
 
 
 def _reached(policy: ObservedPolicy, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str | None:

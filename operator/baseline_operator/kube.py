@@ -187,7 +187,7 @@ class _Response:
 
 @dataclass(frozen=True)
 class Listing:
-    """Objects of one kind (all or one page), and the resource version a watch starts from to miss nothing."""
+    """One page of a list of one kind, and the version a watch starts from to miss nothing after the list."""
 
     items: list[dict[str, Any]]
     resource_version: str
@@ -369,17 +369,6 @@ class KubeApi:
         _raise_for(response)
         resources = _decode(response).get("resources") or []
         return any(resource.get("name") == kind.plural for resource in resources)
-
-    async def list_objects(
-        self, kind: Kind, *, label_selector: str | None = None, field_selector: str | None = None
-    ) -> Listing:
-        """Every object of `kind` at once (few objects only: see `list_pages` for the many)."""
-        items: list[dict[str, Any]] = []
-        resource_version = ""
-        async for page in self.list_pages(kind, label_selector=label_selector, field_selector=field_selector):
-            items.extend(page.items)
-            resource_version = page.resource_version
-        return Listing(items, resource_version)
 
     async def list_pages(
         self, kind: Kind, *, label_selector: str | None = None, field_selector: str | None = None

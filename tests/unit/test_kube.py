@@ -188,13 +188,19 @@ class _PagedHandler(http.server.BaseHTTPRequestHandler):
 def test_a_list_is_read_in_pages_and_every_item_says_its_kind(serve: Any, tmp_path: Path) -> None:
     server = serve(PagedServer(total=1203))
     api = api_for(server, Recorded(), tmp_path)
+
+    async def pages() -> list[kube.Listing]:
+        return [page async for page in api.list_pages(kube.LIMIT_RANGE, field_selector="metadata.name=x")]
+
     try:
-        listing = asyncio.run(api.list_objects(kube.LIMIT_RANGE, field_selector="metadata.name=x"))
+        listed = asyncio.run(pages())
     finally:
         api.close()
-    items = listing.items
+    assert [len(page.items) for page in listed] == [500, 500, 203]
+    items = [item for page in listed for item in page.items]
     assert [item["metadata"]["name"] for item in items] == [f"lr-{index}" for index in range(1203)]
     assert {(item["kind"], item["apiVersion"]) for item in items} == {("LimitRange", "v1")}
-    assert listing.resource_version == "first-page"  # the snapshot every page is read from
+    # Every page carries the snapshot the list is read from: the first page's.
+    assert {page.resource_version for page in listed} == {"first-page"}
     assert [query.get("continue") for query in server.queries] == [None, ["500"], ["1000"]]
     assert all(query["fieldSelector"] == ["metadata.name=x"] for query in server.queries)

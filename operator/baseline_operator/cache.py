@@ -100,6 +100,10 @@ class _Store(Generic[Record]):
         records = self._by_key.get(key)
         return next(iter(records.values()), None) if records else None
 
+    def firsts(self) -> Iterator[Record]:
+        """One record per key, the one `one(key)` returns."""
+        return (next(iter(records.values())) for records in self._by_key.values())
+
     def under(self, key: str) -> Collection[Record]:
         return (self._by_key.get(key) or {}).values()
 
@@ -143,6 +147,10 @@ class ClusterCache:
 
     def namespace_names(self) -> Collection[str]:
         return list(self._namespaces.keys())
+
+    def namespaces(self) -> Iterator[ObservedNamespace]:
+        """Every namespace, as `namespace(name)` has it; not to be held across a change of the cache."""
+        return self._namespaces.firsts()
 
     def baselines(self) -> list[ObservedBaseline]:
         return list(self._baselines)

@@ -108,11 +108,8 @@ class Baselines:
     def baselines(self) -> list[ObservedBaseline]:
         return self._baselines
 
-    def namespace(self, name: str) -> ObservedNamespace | None:
-        return namespace(name, {"e2e": "x"})
-
-    def namespace_names(self) -> list[str]:
-        return ["team-a"]
+    def namespaces(self) -> list[ObservedNamespace]:
+        return [namespace("team-a", {"e2e": "x"})]
 
 
 def status_writer(api: FakeApi, **settings: Any) -> StatusWriter:
@@ -151,9 +148,9 @@ def test_a_costly_status_build_is_not_repeated_before_its_cost_over_the_share_ha
     class SlowBaselines(Baselines):
         cost = 0.006  # a selection as slow as judging thousands of namespaces
 
-        def namespace_names(self) -> list[str]:
+        def namespaces(self) -> list[ObservedNamespace]:
             clock[0] += self.cost
-            return ["team-a"]
+            return super().namespaces()
 
     api = FakeApi()
     writer = status_writer(api, clock=lambda: clock[0], cpu_clock=lambda: clock[0])
@@ -207,6 +204,9 @@ class ClusterRecords:
 
     def namespace_names(self) -> list[str]:
         return [self.ns.name]
+
+    def namespaces(self) -> list[ObservedNamespace]:
+        return [self.ns]
 
     def baselines(self) -> list[ObservedBaseline]:
         return self._baselines

@@ -398,6 +398,7 @@ class KubeApi:
             metadata = page.get("metadata") or {}
             resource_version = resource_version or str(metadata.get("resourceVersion") or "")
             page_token = metadata.get("continue") or ""
+            del page
             yield Listing(items, resource_version)
             if not page_token:
                 return

@@ -90,7 +90,10 @@ class RecentWrites:
         Such an event brings nothing the reconcile that wrote it did not already know, so it needs no
         reconcile of its own: during a roll-out that would be one more pass per object written.
         """
-        same = self.written(key, uid, resource_version) is not None
+        entry = self._entries.get(key)
+        if entry is None or entry.written is None:
+            return False
+        same = entry.written.uid == uid and entry.written.resource_version == resource_version
         if same:
             self._forget(key)
         return same
